@@ -1,0 +1,1 @@
+"""rlaif: reinforcement learning from AI feedback."""

@@ -1,0 +1,172 @@
+"""Config models for judges (`judges/*.yaml`) and runs (`configs/*.yaml`), validated by pydantic.
+
+Every field has a docstring; unknown keys are errors, so a typo in a YAML file is caught by
+`rlaif validate` before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlaif.errors import ConfigError
+from rlaif.resources import resolve_resource
+
+__all__ = [
+    "VLLMBackendConfig",
+    "BackendConfig",
+    "PrincipleSelection",
+    "VerdictConfig",
+    "JudgeConfig",
+    "PolicyConfig",
+    "RunConfig",
+    "load_yaml_model",
+    "load_judge_config",
+    "load_run_config",
+]
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VLLMBackendConfig(_Config):
+    """An in-process vLLM engine."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = DEFAULT_MODEL
+    """The embedded model's name, or a path to any local Hugging Face model folder."""
+    dtype: str = "float32"
+    """float32 on CPUs without AVX-512 BF16 (bfloat16 gives garbage there); bfloat16 on GPUs."""
+    enforce_eager: bool = True
+    """Skip torch.compile and CUDA graphs: start-up in ~40 s instead of ~270 s on the CPU."""
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    """Share of device memory for weights and KV cache (of CPU memory on the CPU backend)."""
+    max_model_len: int = Field(2048, ge=128)
+    """Longest prompt plus output, in tokens; longer judge prompts are recorded as unlabeled."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of the shared constitution/instruction prefix across requests."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM's own tensor parallelism across GPUs (scale-up stays on the engine)."""
+    seed: int = 0
+    """Engine seed."""
+    max_num_seqs: int | None = None
+    """Upper bound on sequences per engine step; None keeps vLLM's default."""
+
+
+BackendConfig = VLLMBackendConfig
+
+
+class PrincipleSelection(_Config):
+    """Which principles of the constitution each pair is judged under."""
+
+    mode: Literal["sample", "all", "fixed"] = "sample"
+    """sample: k principles drawn per pair with `seed` (Constitutional AI); all: every principle; fixed: `ids`."""
+    k: int = Field(1, ge=1)
+    """How many principles to draw per pair in `sample` mode; their probabilities are averaged."""
+    ids: list[str] = Field(default_factory=list)
+    """Principle ids for `fixed` mode."""
+    seed: int = 0
+    """Seed of the per-pair draw; the same pair always gets the same principles."""
+
+    @model_validator(mode="after")
+    def _fixed_needs_ids(self) -> "PrincipleSelection":
+        if self.mode == "fixed" and not self.ids:
+            raise ValueError("principles.mode 'fixed' needs a non-empty 'ids' list")
+        return self
+
+
+class VerdictConfig(_Config):
+    """How the verdict is read from the judge's output."""
+
+    parser: Literal["first_token_logprobs"] = "first_token_logprobs"
+    """first_token_logprobs: probability of each verdict token at the first output position."""
+    labels: dict[Literal["A", "B"], list[str]] = Field(
+        default_factory=lambda: {"A": ["A"], "B": ["B"]}
+    )
+    """Token strings (after stripping spaces) that count as each verdict."""
+    top_logprobs: int = Field(20, ge=2, le=20)
+    """How many top logprobs to request at the verdict position."""
+    min_verdict_mass: float = Field(0.0, ge=0.0, lt=1.0)
+    """Below this total probability on the verdict tokens the order is unlabeled (judge said something else)."""
+    temperature: float = Field(1.0, gt=0)
+    """Calibration temperature applied to the verdict log-odds (1.0 = as the model said)."""
+
+
+class JudgeConfig(_Config):
+    """One judge of the catalogue: backend, model, template, constitution, decoding and parser."""
+
+    name: str
+    """Recorded with every label."""
+    description: str = ""
+    mode: Literal["pairwise"] = "pairwise"
+    """What the judge does; pairwise compares two responses in both orders."""
+    backend: BackendConfig = Field(default_factory=VLLMBackendConfig)
+    template: str = "judge/pairwise.jinja"
+    """Jinja template under prompts/ (or a path)."""
+    constitution: str = "constitution/default.yaml"
+    """Constitution YAML under prompts/ (or a path)."""
+    principles: PrincipleSelection = Field(default_factory=PrincipleSelection)
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
+    both_orders: bool = True
+    """Judge (1,2) and (2,1) and average, cancelling position bias. Turning it off is for benchmarks only."""
+
+
+class PolicyConfig(_Config):
+    """The policy that generates candidate responses."""
+
+    backend: BackendConfig = Field(default_factory=VLLMBackendConfig)
+    n: int = Field(2, ge=2)
+    """Samples per prompt; every pair of distinct samples becomes a candidate pair."""
+    temperature: float = Field(0.9, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(192, ge=1)
+    seed: int = 1234
+    system_prompt: str | None = None
+    """Optional system message for the policy."""
+
+
+class RunConfig(_Config):
+    """A run: prompts -> policy samples -> pairs -> AI labels -> preference dataset."""
+
+    prompts: str = "sets/instructions-v1.jsonl"
+    """JSONL of {id, prompt[, category]} under prompts/ (or a path)."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first N prompts."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    judge: str = "smollm2-pairwise"
+    """Judge name in judges/ (or a path to a judge YAML)."""
+    batch_size: int = Field(64, ge=1)
+    """Pairs per judge batch; finished batches are saved, so a killed run loses at most one."""
+
+
+def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
+    """Read a YAML file into a config model, turning every failure into one clear ConfigError."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid {model.__name__}: {problems}") from exc
+
+
+def load_judge_config(name: str | Path) -> JudgeConfig:
+    """Load a judge by catalogue name (`smollm2-pairwise`) or path."""
+    return load_yaml_model(resolve_resource(name, "judges"), JudgeConfig)
+
+
+def load_run_config(name: str | Path) -> RunConfig:
+    """Load a run config by name (`main`) or path."""
+    return load_yaml_model(resolve_resource(name, "configs"), RunConfig)

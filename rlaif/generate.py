@@ -1,0 +1,69 @@
+"""Policy samples: N responses per prompt, and candidate pairs built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import combinations
+
+from tqdm.auto import tqdm
+
+from rlaif.backends.base import Backend, CompletionRequest
+from rlaif.config import PolicyConfig
+from rlaif.records import CandidatePair, Message, PromptItem, Sample
+
+__all__ = ["sample_requests", "iter_samples", "make_pairs"]
+
+
+def sample_requests(prompts: list[PromptItem], policy: PolicyConfig) -> list[CompletionRequest]:
+    """One request per prompt asking for `n` samples; the seed is tied to the prompt's position."""
+    system = [Message(role="system", content=policy.system_prompt)] if policy.system_prompt else []
+    return [
+        CompletionRequest(
+            messages=[*system, Message(role="user", content=item.prompt)], n=policy.n,
+            max_tokens=policy.max_tokens, temperature=policy.temperature, top_p=policy.top_p,
+            seed=policy.seed + index,
+        )
+        for index, item in enumerate(prompts)
+    ]
+
+
+def iter_samples(
+    prompts: list[PromptItem], backend: Backend, policy: PolicyConfig, batch_size: int = 64, progress: bool = True
+) -> Iterator[tuple[list[Sample], list[dict]]]:
+    """Per batch of prompts: the samples, and one failure record (prompt id, reason) per prompt with none."""
+    requests = sample_requests(prompts, policy)
+    bar = tqdm(total=len(prompts), desc="sampling policy", unit="prompt", disable=not progress)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        samples, failures = [], []
+        for item, completion in zip(chunk, backend.complete(requests[start : start + batch_size])):
+            if completion.error:
+                failures.append({"prompt_id": item.id, "reason": completion.error})
+                continue
+            samples.extend(
+                Sample(prompt_id=item.id, prompt=item.prompt, index=i, response=c.text, model=backend.model,
+                       finish_reason=c.finish_reason, tokens=c.tokens)
+                for i, c in enumerate(completion.choices)
+            )
+        bar.update(len(chunk))
+        yield samples, failures
+    bar.close()
+
+
+def make_pairs(samples: list[Sample]) -> tuple[list[CandidatePair], list[dict]]:
+    """Every pair of samples of the same prompt; empty or identical responses are skipped with a reason."""
+    by_prompt: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_prompt.setdefault(sample.prompt_id, []).append(sample)
+    pairs, skipped = [], []
+    for prompt_id, group in by_prompt.items():
+        for a, b in combinations(sorted(group, key=lambda s: s.index), 2):
+            pair_id = f"{prompt_id}:{a.index}-{b.index}"
+            if not a.response.strip() or not b.response.strip():
+                skipped.append({"pair_id": pair_id, "reason": "empty response"})
+            elif a.response.strip() == b.response.strip():
+                skipped.append({"pair_id": pair_id, "reason": "identical responses"})
+            else:
+                pairs.append(CandidatePair(id=pair_id, prompt=a.prompt, response_1=a.response, response_2=b.response,
+                                           source={"prompt_id": prompt_id, "samples": [a.index, b.index], "model": a.model}))
+    return pairs, skipped

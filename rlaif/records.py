@@ -1,0 +1,143 @@
+"""Typed records that flow one way through the stages.
+
+    PromptItem -> Sample -> CandidatePair -> Judgment -> (PreferenceRow | Unlabeled)
+
+Every record is a small pydantic model; stages take records in and give records out, and only the
+CLI and the run folder read or write files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Message",
+    "PromptItem",
+    "Sample",
+    "CandidatePair",
+    "OrderVerdict",
+    "PrincipleVerdict",
+    "Judgment",
+    "content_key",
+]
+
+
+def content_key(*parts: Any) -> str:
+    """A stable short hash of JSON-serialisable parts: the identity used for caching and resume."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _non_blank(value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+class Message(_Record):
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PromptItem(_Record):
+    """An instruction prompt to sample policy responses for."""
+
+    id: str
+    prompt: str
+    category: str | None = None
+
+    _check_prompt = field_validator("prompt")(_non_blank)
+
+
+class Sample(_Record):
+    """One policy response to a prompt."""
+
+    prompt_id: str
+    prompt: str
+    index: int
+    response: str
+    model: str
+    finish_reason: str | None = None
+    tokens: int = 0
+
+
+class CandidatePair(_Record):
+    """Two responses to the same prompt, to be compared by the judge."""
+
+    id: str
+    prompt: str
+    response_1: str
+    response_2: str
+    source: dict[str, Any] = Field(default_factory=dict)
+
+    _check_texts = field_validator("id", "prompt", "response_1", "response_2")(_non_blank)
+
+    @property
+    def key(self) -> str:
+        """Content identity: same texts, same key, whatever the id."""
+        return content_key(self.prompt, self.response_1, self.response_2)
+
+
+class OrderVerdict(_Record):
+    """The judge's reading of one presentation order under one principle."""
+
+    order: Literal["12", "21"]
+    p_first: float | None = None
+    """Probability that response_1 (the pair's first response) is better, read in this order."""
+    verdict_mass: float | None = None
+    """Total probability the judge put on the verdict tokens; low mass means it wanted to say something else."""
+    top_logprobs: dict[str, float] = Field(default_factory=dict)
+    raw_output: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    """The full judge prompt as sent, for audit."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class PrincipleVerdict(_Record):
+    """Both orders under one principle, combined."""
+
+    principle_id: str
+    orders: list[OrderVerdict]
+    p_first: float | None = None
+    orders_agree: bool | None = None
+    error: str | None = None
+
+
+class Judgment(_Record):
+    """The judge's final word on one pair: labeled (p_first set) or unlabeled (reason set)."""
+
+    key: str
+    """Identity of (pair texts, judge config, template version, constitution version): the resume key."""
+    pair_id: str
+    pair_key: str
+    judge: str
+    model: str
+    backend: str
+    template: str
+    template_version: str
+    constitution_version: str
+    principle_ids: list[str]
+    per_principle: list[PrincipleVerdict]
+    p_first: float | None = None
+    orders_agree: bool | None = None
+    reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+    @property
+    def labeled(self) -> bool:
+        return self.p_first is not None and self.reason is None

@@ -1,0 +1,113 @@
+"""The run folder: the only place stages' records touch the disk.
+
+JSONL files are appended one finished batch at a time (flushed and fsynced), so a killed run loses at
+most the batch in flight, and a rerun reads back what is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from rlaif.errors import InputError
+
+__all__ = ["RunFolder", "RowError", "read_rows"]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class RowError(BaseModel):
+    """An input row that could not be used, and why."""
+
+    file: str
+    line: int
+    error: str
+    raw: str
+
+
+def _as_dict(record: BaseModel | dict) -> dict:
+    return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg'].replace('Value error, ', '')}" for e in exc.errors()
+    )
+
+
+def read_rows(path: Path, model: type[T]) -> tuple[list[T], list[RowError]]:
+    """Read a JSONL file into records; each unusable line becomes a RowError, the rest are kept."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    records, errors = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(RowError(file=str(path), line=number, error=f"not valid JSON: {exc.msg}", raw=line[:500]))
+            continue
+        if not isinstance(data, dict):
+            errors.append(RowError(file=str(path), line=number, error=f"expected a JSON object, got {type(data).__name__}", raw=line[:500]))
+            continue
+        try:
+            records.append(model.model_validate(data))
+        except ValidationError as exc:
+            errors.append(RowError(file=str(path), line=number, error=_describe(exc), raw=line[:500]))
+    return records, errors
+
+
+class RunFolder:
+    """A folder of JSONL/JSON files for one run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def append(self, name: str, records: Iterable[BaseModel | dict]) -> int:
+        lines = [json.dumps(_as_dict(r), ensure_ascii=False) + "\n" for r in records]
+        if not lines:
+            return 0
+        with self.file(name).open("a", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return len(lines)
+
+    def write_jsonl(self, name: str, records: Iterable[BaseModel | dict]) -> int:
+        tmp = self.file(name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with tmp.open("w", encoding="utf-8") as fh:
+            count = 0
+            for record in records:
+                fh.write(json.dumps(_as_dict(record), ensure_ascii=False) + "\n")
+                count += 1
+        tmp.replace(self.file(name))
+        return count
+
+    def read(self, name: str, model: type[T]) -> list[T]:
+        """Records of a file this run wrote; a torn last line (killed mid-write) is skipped."""
+        path = self.file(name)
+        if not path.is_file():
+            return []
+        records, _ = read_rows(path, model)
+        return records
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.file(name)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
