@@ -24,7 +24,7 @@ def resource_root() -> Path:
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "judges").is_dir() and (checkout / "prompts").is_dir():
+    if all((checkout / part).exists() for part in ("pyproject.toml", "judges", "prompts", "configs")):
         return checkout
     return Path(__file__).resolve().parent / "_data"
 
