@@ -80,4 +80,6 @@ def build_dataset(rows: list[dict]):
         "raw_verdicts": Value("string"), "prompt_tokens": Value("int64"), "completion_tokens": Value("int64"),
         "cost_usd": Value("float64"), "latency_s": Value("float64"),
     })
+    if not rows:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
     return Dataset.from_list(rows, features=features)

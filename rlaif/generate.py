@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from itertools import combinations
 
@@ -9,7 +10,7 @@ from tqdm.auto import tqdm
 
 from rlaif.backends.base import Backend, CompletionRequest
 from rlaif.config import PolicyConfig
-from rlaif.records import CandidatePair, Message, PromptItem, Sample
+from rlaif.records import CandidatePair, Message, PromptItem, Sample, content_key
 
 __all__ = ["sample_requests", "iter_samples", "make_pairs"]
 
@@ -52,13 +53,16 @@ def iter_samples(
 
 def make_pairs(samples: list[Sample]) -> tuple[list[CandidatePair], list[dict]]:
     """Every pair of samples of the same prompt; empty or identical responses are skipped with a reason."""
-    by_prompt: dict[str, list[Sample]] = {}
-    for sample in samples:
-        by_prompt.setdefault(sample.prompt_id, []).append(sample)
+    by_prompt: dict[tuple[str, str], list[Sample]] = {}
+    for sample in samples:  # keyed by id AND text: responses to different prompts are never paired
+        by_prompt.setdefault((sample.prompt_id, sample.prompt), []).append(sample)
     pairs, skipped = [], []
-    for prompt_id, group in by_prompt.items():
+    clash = Counter(prompt_id for prompt_id, _ in by_prompt)
+    for (prompt_id, prompt), group in by_prompt.items():
+        # a prompt id reused for another text still gives unique pair ids
+        base = prompt_id if clash[prompt_id] == 1 else f"{prompt_id}#{content_key(prompt)[:8]}"
         for a, b in combinations(sorted(group, key=lambda s: s.index), 2):
-            pair_id = f"{prompt_id}:{a.index}-{b.index}"
+            pair_id = f"{base}:{a.index}-{b.index}"
             if not a.response.strip() or not b.response.strip():
                 skipped.append({"pair_id": pair_id, "reason": "empty response"})
             elif a.response.strip() == b.response.strip():

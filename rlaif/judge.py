@@ -50,18 +50,18 @@ class PairwiseJudge:
     def judge(self, pairs: list[CandidatePair]) -> list[Judgment]:
         """Judge a batch of pairs with one backend call (so the backend can batch and share prefixes)."""
         plan = []
-        for pair in pairs:
+        for index, pair in enumerate(pairs):
             for principle in self.principles_for(pair):
                 for order in self.orders:
-                    plan.append((pair, principle, order, self.request(pair, principle, order)))
+                    plan.append((index, principle, order, self.request(pair, principle, order)))
         completions = self.backend.complete([step[3] for step in plan])
-        verdicts: dict[str, dict[str, list[OrderVerdict]]] = {}
-        costs: dict[str, list[Completion]] = {}
-        for (pair, principle, order, request), completion in zip(plan, completions):
-            per_pair = verdicts.setdefault(pair.id, {})
-            per_pair.setdefault(principle.id, []).append(self._order_verdict(order, request, completion))
-            costs.setdefault(pair.id, []).append(completion)
-        return [self._judgment(pair, verdicts[pair.id], costs[pair.id]) for pair in pairs]
+        # Grouped by position in the batch, not by id: two pairs may share an id and must not mix.
+        verdicts: list[dict[str, list[OrderVerdict]]] = [{} for _ in pairs]
+        costs: list[list[Completion]] = [[] for _ in pairs]
+        for (index, principle, order, request), completion in zip(plan, completions):
+            verdicts[index].setdefault(principle.id, []).append(self._order_verdict(order, request, completion))
+            costs[index].append(completion)
+        return [self._judgment(pair, verdicts[i], costs[i]) for i, pair in enumerate(pairs)]
 
     def _order_verdict(self, order: str, request: CompletionRequest, completion: Completion) -> OrderVerdict:
         """Read one order's verdict; the full judge prompt is kept with it for audit."""

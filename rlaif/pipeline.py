@@ -46,7 +46,7 @@ class BackendPool(ExitStack):
 
 def reason_kind(reason: str) -> str:
     """A short category for a reason, for summaries: 'helpfulness: order 12: prompt too long: ...' -> 'prompt too long'."""
-    text = re.sub(r"^[\w-]+: (order \d+: )?", "", reason or "unknown")
+    text = re.sub(r"^[\w-]+: order \d+: ", "", reason or "unknown")
     return text.split(";")[0].split(":")[0].strip()
 
 
@@ -88,7 +88,8 @@ def write_outputs(run: RunFolder, pairs, judge: PairwiseJudge, result: LabelResu
         (rows if j.labeled else unlabeled).append(
             preference_row(by_key[j.key], j) if j.labeled else unlabeled_row(by_key[j.key], j))
     dataset = build_dataset(rows)
-    dataset.save_to_disk(str(run.file("dataset")))
+    # num_shards=1: with zero rows datasets writes no shard by default, and load_from_disk then fails
+    dataset.save_to_disk(str(run.file("dataset")), num_shards=1)
     run.write_jsonl("preferences.jsonl", rows)
     run.write_jsonl("unlabeled.jsonl", unlabeled)
     run.write_jsonl("invalid_rows.jsonl", invalid_rows)

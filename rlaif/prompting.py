@@ -32,6 +32,7 @@ _CHAT_TOKEN_RE = re.compile(r"<\|([^|<>]{0,40})\|>")
 
 def neutralize(text: str) -> str:
     """Defuse frame markers and chat control tokens inside untrusted text; other text is unchanged."""
+    text = str(text)  # a missing (StrictUndefined) variable raises UndefinedError here -> ConfigError
     text = _FRAME_RE.sub(lambda m: f"({m.group(1)}{m.group(2)}", text)
     return _CHAT_TOKEN_RE.sub(lambda m: f"< |{m.group(1)}| >", text)
 

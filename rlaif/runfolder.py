@@ -48,6 +48,7 @@ def read_rows(path: Path, model: type[T]) -> tuple[list[T], list[RowError]]:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     records, errors = [], []
+    first_line: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -60,9 +61,18 @@ def read_rows(path: Path, model: type[T]) -> tuple[list[T], list[RowError]]:
             errors.append(RowError(file=str(path), line=number, error=f"expected a JSON object, got {type(data).__name__}", raw=line[:500]))
             continue
         try:
-            records.append(model.model_validate(data))
+            record = model.model_validate(data)
         except ValidationError as exc:
             errors.append(RowError(file=str(path), line=number, error=_describe(exc), raw=line[:500]))
+            continue
+        ident = getattr(record, "id", None)
+        if ident is not None and ident in first_line:
+            errors.append(RowError(file=str(path), line=number, raw=line[:500],
+                                   error=f"duplicate id {ident!r} (first used on line {first_line[ident]}); ids must be unique"))
+            continue
+        if ident is not None:
+            first_line[ident] = number
+        records.append(record)
     return records, errors
 
 
@@ -80,7 +90,13 @@ class RunFolder:
         lines = [json.dumps(_as_dict(r), ensure_ascii=False) + "\n" for r in records]
         if not lines:
             return 0
-        with self.file(name).open("a", encoding="utf-8") as fh:
+        path = self.file(name)
+        if path.is_file() and path.stat().st_size:
+            with path.open("rb") as fh:  # a run killed mid-write leaves a torn last line: end it first
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    lines.insert(0, "\n")
+        with path.open("a", encoding="utf-8") as fh:
             fh.writelines(lines)
             fh.flush()
             os.fsync(fh.fileno())
