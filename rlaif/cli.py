@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write the dataset and print a summary. Rerunning into the same folder resumes.")
     run_args(p, "runs/main")
     p.set_defaults(func=cmd_run)
+
+    from rlaif.audit.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

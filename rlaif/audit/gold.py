@@ -1,0 +1,176 @@
+"""Human gold sets in one documented format, and importers for the formats found in the wild.
+
+Canonical gold JSONL, one object per line:
+
+    {"id": "g1", "prompt": "...", "response_a": "...", "response_b": "...",
+     "label": "A" | "B" | "tie",                 # the gold (majority) label
+     "annotators": ["A", "A", "tie"],            # optional: each human's label
+     "category": "coding"}                       # optional: for per-category breakdowns
+
+Importers: `pandalm` (PandaLM testset JSON), `llmbar` (LLMBar JSON), `canonical`, and `mapped` for any
+other JSON/JSONL file through a column mapping (`GoldMapping`). Each bad row becomes a RowError with
+its line (or list index) and reason; the good rows are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rlaif.errors import InputError
+from rlaif.runfolder import RowError
+
+__all__ = ["GoldItem", "GoldMapping", "load_gold", "majority", "FORMATS"]
+
+Label = Literal["A", "B", "tie"]
+FORMATS = ("auto", "canonical", "pandalm", "llmbar", "mapped")
+
+
+class GoldItem(BaseModel):
+    """One human-labelled pairwise comparison."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    prompt: str
+    response_a: str
+    response_b: str
+    label: Label
+    annotators: list[Label] = Field(default_factory=list)
+    category: str | None = None
+    """Responses may be empty (an empty answer is something humans judge too); id and prompt may not."""
+
+    @field_validator("id", "prompt")
+    @classmethod
+    def _non_blank(cls, value: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+
+class GoldMapping(BaseModel):
+    """How to read another file: which field holds what, and which values mean A, B and tie."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    """Field holding the id; None numbers the rows."""
+    prompt: list[str] = Field(min_length=1)
+    """Field(s) joined with a blank line into the prompt (e.g. instruction + input)."""
+    response_a: str
+    response_b: str
+    label: str | None = None
+    """Field holding the gold label; None takes the majority of `annotators`."""
+    annotators: list[str] = Field(default_factory=list)
+    category: str | None = None
+    values: dict[str, Label] = Field(default_factory=lambda: {"A": "A", "B": "B", "tie": "tie"})
+    """Raw label value (as a string) -> A/B/tie."""
+
+
+PANDALM = GoldMapping(
+    id="idx", prompt=["instruction", "input"], response_a="response1", response_b="response2",
+    annotators=["annotator1", "annotator2", "annotator3"], category="motivation_app",
+    values={"1": "A", "2": "B", "0": "tie"},
+)
+LLMBAR = GoldMapping(prompt=["input"], response_a="output_1", response_b="output_2", label="label",
+                     values={"1": "A", "2": "B"})
+
+
+def majority(labels: list[str]) -> str:
+    """The most common label; a tie between the top labels is a 'tie'."""
+    counts = Counter(labels).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return "tie"
+    return counts[0][0]
+
+
+def _read_records(path: Path) -> list[tuple[int, Any]]:
+    """(line or index, object) from a JSON list or a JSONL file; unparseable lines come back as exceptions."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read gold file {path}: {exc}") from exc
+    if text.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(text)))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON: {exc}") from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                rows.append((number, ValueError(f"not valid JSON: {exc.msg}")))
+    return rows
+
+
+def _label(raw: Any, mapping: GoldMapping, field: str) -> str:
+    key = str(raw)
+    if key not in mapping.values:
+        raise ValueError(f"{field}: label value {raw!r} is not one of {sorted(mapping.values)}")
+    return mapping.values[key]
+
+
+def _field(row: dict, name: str) -> Any:
+    if name not in row:
+        raise ValueError(f"missing field {name!r}")
+    return row[name]
+
+
+def _mapped(row: dict, index: int, mapping: GoldMapping, prefix: str) -> GoldItem:
+    prompt_parts = [str(_field(row, f)).strip() for f in mapping.prompt]
+    annotators = [_label(_field(row, f), mapping, f) for f in mapping.annotators]
+    if mapping.label:
+        label = _label(_field(row, mapping.label), mapping, mapping.label)
+    elif annotators:
+        label = majority(annotators)
+    else:
+        raise ValueError("the mapping names neither a label field nor annotator fields")
+    ident = f"{prefix}-{_field(row, mapping.id) if mapping.id else index}"
+    return GoldItem(
+        id=ident, prompt="\n\n".join(p for p in prompt_parts if p), response_a=_field(row, mapping.response_a),
+        response_b=_field(row, mapping.response_b), label=label, annotators=annotators,
+        category=str(row[mapping.category]) if mapping.category and row.get(mapping.category) is not None else None,
+    )
+
+
+def _detect(path: Path, first: Any) -> str:
+    if isinstance(first, dict):
+        if {"response1", "annotator1"} <= first.keys():
+            return "pandalm"
+        if {"output_1", "output_2", "label"} <= first.keys():
+            return "llmbar"
+        if {"response_a", "response_b", "label"} <= first.keys():
+            return "canonical"
+    raise InputError(f"{path}: cannot tell the gold format; pass --format (one of {', '.join(FORMATS[1:])}) "
+                     "or a --mapping file for other formats")
+
+
+def load_gold(path: str | Path, fmt: str = "auto", mapping: GoldMapping | None = None) -> tuple[list[GoldItem], list[RowError]]:
+    """Read a gold file into canonical items; bad rows are returned as RowErrors, never dropped silently."""
+    path = Path(path)
+    rows = _read_records(path)
+    if fmt == "auto":
+        fmt = "mapped" if mapping else _detect(path, next((r for _, r in rows if isinstance(r, dict)), None))
+    chosen = {"pandalm": PANDALM, "llmbar": LLMBAR, "mapped": mapping}.get(fmt)
+    if fmt == "mapped" and mapping is None:
+        raise InputError("format 'mapped' needs a mapping")
+    items, errors = [], []
+    for where, row in rows:
+        try:
+            if isinstance(row, Exception):
+                raise row
+            if not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            items.append(GoldItem.model_validate(row) if fmt == "canonical" else _mapped(row, where, chosen, fmt if fmt != "mapped" else path.stem))
+        except (ValueError, ValidationError) as exc:
+            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) if isinstance(exc, ValidationError) else str(exc)
+            errors.append(RowError(file=str(path), line=where, error=message, raw=json.dumps(row, default=str)[:300]))
+    seen = Counter(item.id for item in items)
+    dupes = {k for k, v in seen.items() if v > 1}
+    if dupes:
+        raise InputError(f"{path}: duplicate gold ids {sorted(dupes)[:5]}; ids must be unique")
+    return items, errors

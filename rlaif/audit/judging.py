@@ -1,0 +1,89 @@
+"""Gold items -> the judge's readings: either judged now with the bulk-labeling code (both orders,
+resumable), or matched from the judgments of an earlier `rlaif label` run by content."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlaif.audit.gold import GoldItem
+from rlaif.backends.base import Backend
+from rlaif.config import JudgeConfig
+from rlaif.judge import PairwiseJudge
+from rlaif.label import JUDGMENTS, label_pairs
+from rlaif.records import CandidatePair, Judgment, content_key
+from rlaif.runfolder import RunFolder
+
+__all__ = ["AuditRecord", "gold_pair", "judge_gold", "match_run"]
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One gold item and what the judge made of it (None: the item has no judgment at all)."""
+
+    item: GoldItem
+    judgment: Judgment | None
+    swapped: bool = False
+    """True when the judgment was made with the gold's B as response_1."""
+
+    @property
+    def labeled(self) -> bool:
+        return self.judgment is not None and self.judgment.labeled
+
+    @property
+    def p_a(self) -> float:
+        """P(gold response A is better)."""
+        p = self.judgment.p_first
+        return 1.0 - p if self.swapped else p
+
+    def p_a_by_order(self) -> tuple[float | None, float | None]:
+        """P(A better) read from each presentation order, averaged over principles (None if absent)."""
+        found: dict[str, list[float]] = {"12": [], "21": []}
+        for pv in self.judgment.per_principle:
+            for o in pv.orders:
+                if o.p_first is not None:
+                    found[o.order].append(1.0 - o.p_first if self.swapped else o.p_first)
+        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        first, second = mean(found["12"]), mean(found["21"])
+        return (second, first) if self.swapped else (first, second)
+
+    def p_first_shown(self) -> list[float]:
+        """For each order read, P(whichever response was shown first is better)."""
+        out = []
+        for pv in self.judgment.per_principle:
+            for o in pv.orders:
+                if o.p_first is not None:
+                    out.append(o.p_first if o.order == "12" else 1.0 - o.p_first)
+        return out
+
+
+def gold_pair(item: GoldItem) -> CandidatePair:
+    # Gold responses may be legitimately empty (humans judged an empty answer); the judge must see them
+    # exactly as they are, so the non-empty check of user-supplied pairs is skipped here on purpose.
+    return CandidatePair.model_construct(id=item.id, prompt=item.prompt, response_1=item.response_a,
+                                         response_2=item.response_b, source={"gold": True})
+
+
+def judge_gold(items: list[GoldItem], config: JudgeConfig, backend: Backend, run: RunFolder,
+               batch_size: int = 16, progress: bool = True) -> list[AuditRecord]:
+    """Judge every gold pair with the bulk-labeling code; a rerun into the same folder resumes."""
+    judge = PairwiseJudge(config, backend)
+    result = label_pairs([gold_pair(i) for i in items], judge, run, batch_size=batch_size, progress=progress)
+    by_key = {j.key: j for j in result.judgments}
+    return [AuditRecord(item, by_key.get(judge.key(gold_pair(item)))) for item in items]
+
+
+def match_run(items: list[GoldItem], run_dir: str | Path) -> list[AuditRecord]:
+    """Match gold items to the judgments of an earlier label run by (prompt, responses) content, either order."""
+    judgments = RunFolder(run_dir).read(JUDGMENTS, Judgment)
+    if not judgments:
+        from rlaif.errors import InputError
+
+        raise InputError(f"{run_dir} has no {JUDGMENTS}: point --labels at a folder written by `rlaif label`")
+    by_pair = {j.pair_key: j for j in judgments}
+    records = []
+    for item in items:
+        straight = by_pair.get(content_key(item.prompt, item.response_a, item.response_b))
+        swapped = by_pair.get(content_key(item.prompt, item.response_b, item.response_a))
+        records.append(AuditRecord(item, straight or swapped, swapped=straight is None and swapped is not None))
+    return records
