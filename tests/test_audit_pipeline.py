@@ -89,6 +89,9 @@ def test_audit_from_label_run_writes_report_and_gates(tmp_path, capsys):
     assert metrics["n_judged"] == 40 and metrics["biases"]["position_consistency"] == 1.0
     assert metrics["humans"]["n_annotators"] == 3
     assert set(metrics["by_category"]) == {"even", "odd"}
+    for row in metrics["by_category"].values():
+        lo, hi = row["accuracy_no_ties_ci95"]
+        assert lo < row["accuracy_no_ties"] <= hi and hi - lo > 0.1, "20 items per group leave a wide interval"
     for name in ("report.md", "report.html", "reliability.png", "coverage.png"):
         assert (out / name).stat().st_size > 200
     assert "accuracy_no_ties" in (out / "report.md").read_text() and "<table>" in (out / "report.html").read_text()

@@ -61,6 +61,7 @@ def _calibration(gold, p_a, n_boot, seed) -> dict:
             "method": "5-fold cross-validation: each item calibrated with the temperature fitted on the other folds",
             "fold_temperatures": [round(t, 4) for t in cv["temperatures"]],
             "temperature_all_items": round(M.fit_temperature(y, p), 4),
+            "temperature_search_bounds": [0.05, 20.0],
             "before": {k: _num(v) for k, v in cv["before"].items()},
             "after_out_of_fold": {k: _num(v) for k, v in cv["after"].items()},
         },
@@ -84,9 +85,25 @@ def _biases(records: list[AuditRecord], gold, pred) -> dict:
     return out
 
 
+def _wilson(correct: int, n: int, z: float = 1.959964) -> list:
+    """Wilson 95% interval of a proportion (fine for the small groups of a breakdown)."""
+    if n == 0:
+        return [None, None]
+    p = correct / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [_num(centre - half), _num(centre + half)]
+
+
 def _breakdown(keys: list[str], gold, pred) -> dict:
-    table = M.breakdown(np.array(keys, dtype=object), gold, pred)
-    return {str(k): {m: (_num(v) if m != "n" else v) for m, v in row.items()} for k, row in sorted(table.items())}
+    keys = np.array(keys, dtype=object)
+    table = M.breakdown(keys, gold, pred)
+    out = {}
+    for key, row in sorted(table.items()):
+        mask = (keys == key) & (gold != "tie")
+        entry = {m: (_num(v) if m != "n" else v) for m, v in row.items()}
+        entry["accuracy_no_ties_ci95"] = _wilson(int((gold[mask] == pred[mask]).sum()), int(mask.sum()))
+        out[str(key)] = entry
+    return out
 
 
 def _humans(records: list[AuditRecord], pred, n_boot: int, seed: int) -> dict | None:

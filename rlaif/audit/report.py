@@ -57,8 +57,8 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
     ag, cal, bias, hum = (metrics.get(k) or {} for k in ("agreement", "calibration", "biases", "humans"))
     lines = [
         f"# Judge audit: {meta.get('judge', '?')} on {meta.get('gold', '?')}", "",
-        f"Gold items: {metrics['n_gold']}; judged: {metrics['n_judged']}; unlabeled: {metrics['n_unlabeled']} "
-        f"{metrics['unlabeled_reasons'] or ''}; invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
+        f"Gold items: {metrics['n_gold']}; judged: {metrics['n_judged']}; unlabeled: {metrics['n_unlabeled']}"
+        f"{' ' + str(metrics['unlabeled_reasons']) if metrics['unlabeled_reasons'] else ''}; invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
         f"Tie policy: {metrics['tie_policy']}. Intervals are bootstrap 95% ({metrics['bootstrap_resamples']} resamples).", "",
         "## Agreement with the human labels", "", "| metric | value [95% CI] |", "|---|---|",
     ]
@@ -75,8 +75,11 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
         ts = cal["temperature_scaling"]
         lines += ["## Calibration of the soft labels", "", "| metric | as is [95% CI] | after temperature scaling (out of fold) |", "|---|---|---|"]
         lines += [f"| {k} | {_fmt(cal[k])} | {_fmt(ts['after_out_of_fold'].get(k))} |" for k in ("ece", "brier", "log_loss")]
+        bound = ts["temperature_all_items"] >= ts.get("temperature_search_bounds", [0, 20])[1] * 0.999
+        note = (" The fit ran to the upper bound of its search: flattening every probability to 0.5 fits best, i.e. the "
+                "judge's soft labels carry no usable signal on this set." if bound else "")
         lines += ["", f"Temperature fitted on all items: {ts['temperature_all_items']}; per fold: {ts['fold_temperatures']}. "
-                  f"{ts['method']}.", "", "Coverage vs agreement (abstain below a confidence threshold):", "",
+                  f"{ts['method']}.{note}", "", "Coverage vs agreement (abstain below a confidence threshold):", "",
                   "| threshold | coverage | agreement | n |", "|---|---|---|---|"]
         lines += [f"| {r['threshold']} | {_fmt(r['coverage'])} | {_fmt(r['accuracy'])} | {r['n']} |" for r in cal["coverage_curve"]]
         lines.append("")
@@ -86,8 +89,9 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
               f"humans {_fmt(bias.get('length', {}).get('human_prefers_longer'))} (n={bias.get('length', {}).get('n')})", ""]
     for title, key in (("By category", "by_category"), ("By principle", "by_principle")):
         table = metrics.get(key) or {}
-        lines += [f"## {title}", "", "| group | n | accuracy_no_ties | cohen_kappa |", "|---|---|---|---|"]
-        lines += [f"| {g} | {row['n']} | {_fmt(row['accuracy_no_ties'])} | {_fmt(row['cohen_kappa'])} |" for g, row in table.items()]
+        lines += [f"## {title}", "", "| group | n | accuracy_no_ties [Wilson 95% CI] | cohen_kappa |", "|---|---|---|---|"]
+        lines += [f"| {g} | {row['n']} | {_fmt({'value': row['accuracy_no_ties'], 'ci95': row['accuracy_no_ties_ci95']})} | "
+                  f"{_fmt(row['cohen_kappa'])} |" for g, row in table.items()]
         lines.append("")
     if meta.get("gate"):
         lines += ["## Gate", "", f"{meta['gate']['verdict']}: {meta['gate']['detail']}", ""]
