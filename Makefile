@@ -15,7 +15,7 @@ export TRL_EXPERIMENTAL_SILENCE = 1
 export TOKENIZERS_PARALLELISM = false
 export VLLM_CONFIGURE_LOGGING ?= 0
 
-.PHONY: install model run test test-all validate bench clean
+.PHONY: install model run loop test test-all validate bench clean
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ model: install
 
 run: model
 	$(RLAIF) run --config configs/main.yaml --out $(RUN_DIR)
+
+loop: model
+	$(RLAIF) loop --config configs/loop.yaml --out runs/loop
 
 test: model
 	$(RLAIF) validate

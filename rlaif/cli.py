@@ -165,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(p, "runs/main")
     p.set_defaults(func=cmd_run)
 
-    from rlaif.audit.commands import add_parsers
+    from rlaif.audit.commands import add_parsers as audit_parsers
+    from rlaif.train.commands import add_parsers as train_parsers
 
-    add_parsers(sub)
+    audit_parsers(sub)
+    train_parsers(sub)
     return parser
 
 

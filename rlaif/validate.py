@@ -8,6 +8,7 @@ from pathlib import Path
 from rlaif.config import JudgeConfig, RunConfig, load_yaml_model
 from rlaif.errors import RlaifError
 from rlaif.prompting import load_constitution, load_template
+from rlaif.records import PromptItem
 from rlaif.resources import list_resources, resolve_resource
 from rlaif.runfolder import read_rows
 
@@ -28,7 +29,6 @@ def validate_judge(path: Path) -> str:
 
 def validate_run(path: Path) -> str:
     from rlaif.config import load_judge_config
-    from rlaif.records import PromptItem
 
     config: RunConfig = load_yaml_model(path, RunConfig)
     judge = load_judge_config(config.judge)
@@ -38,15 +38,30 @@ def validate_run(path: Path) -> str:
     return f"run config {path.stem}: {len(prompts)} prompts, judge {judge.name}"
 
 
+def validate_loop(path: Path) -> str:
+    from rlaif.config import load_judge_config
+    from rlaif.loop import LoopConfig
+
+    config: LoopConfig = load_yaml_model(path, LoopConfig)
+    judge = load_judge_config(config.judge)
+    prompts, errors = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
+    if errors or len(prompts) < config.eval.prompts + 2:
+        raise RlaifError(f"{path}: prompt set {config.prompts} has {len(errors)} invalid rows and {len(prompts)} prompts "
+                         f"(needs at least {config.eval.prompts + 2})")
+    return f"loop config {path.stem}: {len(prompts)} prompts ({config.eval.prompts} held out), judge {judge.name}"
+
+
 def validate_all(paths: list[Path], echo: Callable[[str], None] = print) -> list[str]:
     """Validate the given files, or the whole catalogue; returns the problems found (empty = all valid)."""
     if not paths:
         paths = list_resources("judges") + list_resources("configs")
     problems = []
     for path in paths:
-        is_run = path.parent.name == "configs" or (path.parent.name != "judges" and "judge" in yaml_keys(path))
+        keys = yaml_keys(path)
+        is_run = path.parent.name == "configs" or (path.parent.name != "judges" and "judge" in keys)
+        check = (validate_loop if {"reward", "ppo"} & keys else validate_run) if is_run else validate_judge
         try:
-            echo(f"ok  {path}: " + (validate_run(path) if is_run else validate_judge(path)))
+            echo(f"ok  {path}: " + check(path))
         except RlaifError as exc:
             problems.append(str(exc))
             echo(f"BAD {path}")

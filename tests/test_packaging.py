@@ -15,6 +15,7 @@ from rlaif.resources import resource_root
 from rlaif.config import load_judge_config, load_run_config
 from rlaif.prompting import load_template, load_constitution
 from rlaif.pipeline import load_prompts
+import rlaif.audit.compute, rlaif.audit.commands, rlaif.train.commands, rlaif.loop, rlaif.evaluate  # every subpackage ships
 judge = load_judge_config("smollm2-pairwise")
 run = load_run_config("main")
 prompts, bad = load_prompts(run)

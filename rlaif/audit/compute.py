@@ -85,15 +85,6 @@ def _biases(records: list[AuditRecord], gold, pred) -> dict:
     return out
 
 
-def _wilson(correct: int, n: int, z: float = 1.959964) -> list:
-    """Wilson 95% interval of a proportion (fine for the small groups of a breakdown)."""
-    if n == 0:
-        return [None, None]
-    p = correct / n
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [_num(centre - half), _num(centre + half)]
-
-
 def _breakdown(keys: list[str], gold, pred) -> dict:
     keys = np.array(keys, dtype=object)
     table = M.breakdown(keys, gold, pred)
@@ -101,7 +92,7 @@ def _breakdown(keys: list[str], gold, pred) -> dict:
     for key, row in sorted(table.items()):
         mask = (keys == key) & (gold != "tie")
         entry = {m: (_num(v) if m != "n" else v) for m, v in row.items()}
-        entry["accuracy_no_ties_ci95"] = _wilson(int((gold[mask] == pred[mask]).sum()), int(mask.sum()))
+        entry["accuracy_no_ties_ci95"] = [_num(x) for x in M.wilson_interval(int((gold[mask] == pred[mask]).sum()), int(mask.sum()))]
         out[str(key)] = entry
     return out
 

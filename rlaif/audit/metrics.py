@@ -23,6 +23,7 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = [
+    "wilson_interval",
     "bootstrap_ci", "verdicts_from_p", "accuracy_no_ties", "accuracy_with_ties",
     "cohen_kappa", "fleiss_kappa", "krippendorff_alpha_nominal", "human_ceiling",
     "brier", "log_loss", "expected_calibration_error", "reliability_bins",
@@ -372,3 +373,15 @@ def length_bias(gold, pred, len_a, len_b) -> dict:
         return float(np.mean(labels[m] == longer[m])) if m.any() else NAN
 
     return {"judge_prefers_longer": rate(p), "human_prefers_longer": rate(g), "n": int(mask.sum())}
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion; (nan, nan) when n == 0. Sound for small n and rates near 0 or 1."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
