@@ -78,13 +78,20 @@ def _mean_ci(values, seed: int = 0) -> dict:
     return {"value": clean(arr.mean()), "ci95": [clean(lo), clean(hi)], "n": int(arr.size)}
 
 
-def win_rate(p_trained: list[float | None]) -> dict:
-    """Share of held-out prompts where the judge prefers the trained policy (Wilson 95% interval)."""
+def win_rate(p_trained: list[float | None], identical: int = 0) -> dict:
+    """Share of judged held-out prompts where the judge prefers the trained policy (Wilson 95% interval).
+
+    Prompts where both policies wrote the identical response are ties, not judged, and counted apart
+    (`identical`); `value_ties_half` counts them as half a win each.
+    """
     labeled = [p for p in p_trained if p is not None]
     wins = sum(p > 0.5 for p in labeled)
     lo, hi = M.wilson_interval(wins, len(labeled))
+    decided = len(labeled) + identical
     return {"value": round(wins / len(labeled), 4) if labeled else None, "ci95": [round(lo, 4), round(hi, 4)] if labeled else [None, None],
-            "wins": wins, "losses": sum(p < 0.5 for p in labeled), "labeled": len(labeled), "unlabeled": len(p_trained) - len(labeled),
+            "wins": wins, "losses": sum(p < 0.5 for p in labeled), "labeled": len(labeled), "identical": identical,
+            "unlabeled": len(p_trained) - len(labeled) - identical,
+            "value_ties_half": round((wins + 0.5 * identical) / decided, 4) if decided else None,
             "mean_p_trained_better": _mean_ci(labeled)}
 
 
@@ -96,9 +103,11 @@ def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, jud
     after = generate_hf(trained_dir, prompts, max_new_tokens, temperature, seed)
     run.write_jsonl("samples.jsonl", [{"prompt": p, "before": b[0], "after": a[0], "tokens_before": b[1], "tokens_after": a[1]}
                                       for p, b, a in zip(prompts, before, after)])
-    pairs, p_trained = [], [None] * len(prompts)
+    pairs, p_trained, identical = [], [None] * len(prompts), 0
     for i, (p, b, a) in enumerate(zip(prompts, before, after)):
-        if a[0].strip() and b[0].strip():
+        if a[0].strip() == b[0].strip():
+            identical += 1  # same seed for both policies: an unchanged policy writes the same text, a tie
+        elif a[0].strip() and b[0].strip():
             pairs.append((i, CandidatePair(id=f"eval-{i}", prompt=p, response_1=a[0], response_2=b[0])))
     result = label_pairs([pair for _, pair in pairs], judge, run, progress=False)
     by_key = {j.key: j for j in result.judgments}
@@ -115,7 +124,7 @@ def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, jud
                      response_logprobs(base_dir, prompts, [a[0] for a in after]))
     metrics = {
         "prompts": len(prompts),
-        "win_rate_trained_vs_start": win_rate(p_trained),
+        "win_rate_trained_vs_start": win_rate(p_trained, identical),
         "reward_before": _mean_ci(r_before, seed), "reward_after": _mean_ci(r_after, seed),
         "reward_change": _mean_ci(np.subtract(r_after, r_before), seed),
         "kl_to_reference": {**_mean_ci(kl, seed), "estimator": "mean over the trained policy's samples of log pi(y|x) - log pi_ref(y|x)"},

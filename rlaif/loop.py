@@ -214,7 +214,9 @@ def write_loop_report(run: RunFolder, state: dict) -> dict:
         "# RLAIF loop report", "",
         "| what | value [95% CI] |", "|---|---|",
         f"| reward model: held-out pairwise accuracy (n={rm.get('n_eval')}) | {_ci(rm_acc)} |",
-        f"| PPO policy vs starting policy: judge win rate ({win['wins']} wins, {win['losses']} losses, {win['unlabeled']} unlabeled) | {_ci(win)} |",
+        f"| PPO policy vs starting policy: judge win rate ({win['wins']} wins, {win['losses']} losses, "
+        f"{win['identical']} identical responses (ties, not judged), {win['unlabeled']} unlabeled) | {_ci(win)} |",
+        f"| win rate counting identical responses as half a win | {_ci({'value': win['value_ties_half']})} |",
         f"| mean reward before (RM) | {_ci(ev['reward_before'])} |",
         f"| mean reward after (RM) | {_ci(ev['reward_after'])} |",
         f"| reward change (paired) | {_ci(ev['reward_change'])} |",

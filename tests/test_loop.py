@@ -73,7 +73,8 @@ def test_loop_runs_resumes_and_reports(tiny, tmp_path, monkeypatch):
     acc = metrics["reward_model_heldout_accuracy"]
     assert 0 <= acc["value"] <= 1 and acc["ci95"][0] <= acc["value"] <= acc["ci95"][1]
     ev = metrics["evaluation"]
-    assert ev["prompts"] == 4 and ev["win_rate_trained_vs_start"]["labeled"] + ev["win_rate_trained_vs_start"]["unlabeled"] == 4
+    win = ev["win_rate_trained_vs_start"]
+    assert ev["prompts"] == 4 and win["labeled"] + win["identical"] + win["unlabeled"] == 4
     assert math.isfinite(ev["reward_change"]["value"]) and math.isfinite(ev["kl_to_reference"]["value"])
     assert ev["tokens_before"]["value"] > 0
     report = (out / "report.md").read_text()
@@ -143,3 +144,13 @@ def test_loop_on_the_embedded_model(tmp_path):
     state = run_loop(load_loop_config("loop").model_copy(update={"train_limit": 12}), tmp_path / "loop", progress=False)
     assert list(state["done"])[-1] == "evaluation"
     assert json.loads((tmp_path / "loop" / "metrics.json").read_text())["evaluation"]["prompts"] == 8
+
+
+def test_win_rate_counts_identical_responses_as_ties():
+    from rlaif.evaluate import win_rate
+
+    w = win_rate([0.9, 0.2, None, None], identical=1)
+    assert (w["wins"], w["losses"], w["identical"], w["unlabeled"]) == (1, 1, 1, 1)
+    assert w["value"] == 0.5 and w["value_ties_half"] == 0.5
+    assert w["ci95"][0] < 0.5 < w["ci95"][1]
+    assert win_rate([0.9, 0.8, 0.7], identical=1)["value_ties_half"] == pytest.approx(3.5 / 4)
