@@ -7,6 +7,7 @@ response length before and after (to expose length hacking), each with a 95% int
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from rlaif.runfolder import RunFolder
 __all__ = ["generate_hf", "response_logprobs", "win_rate", "evaluate_policies"]
 
 
-def _load(model_dir):
+@lru_cache(maxsize=4)
+def _load(model_dir: str):
+    """(tokenizer, model) of a saved policy, loaded once per evaluation (sampling and KL reuse it)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -36,7 +39,7 @@ def generate_hf(model_dir, prompts: list[str], max_new_tokens: int, temperature:
 
     from rlaif.train.common import encode_prompt
 
-    tok, model = _load(model_dir)
+    tok, model = _load(str(model_dir))
     torch.manual_seed(seed)
     out = []
     for prompt in prompts:
@@ -56,7 +59,7 @@ def response_logprobs(model_dir, prompts: list[str], responses: list[str]) -> li
 
     from rlaif.train.common import encode_prompt, encode_response
 
-    tok, model = _load(model_dir)
+    tok, model = _load(str(model_dir))
     values = []
     for prompt, response in zip(prompts, responses):
         messages = [{"role": "user", "content": prompt}]
@@ -131,4 +134,5 @@ def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, jud
         "tokens_before": _mean_ci([b[1] for b in before], seed), "tokens_after": _mean_ci([a[1] for a in after], seed),
     }
     run.write_json("metrics.json", metrics)
+    _load.cache_clear()
     return metrics

@@ -6,25 +6,15 @@ the same token the reward model was trained on and PPO reads (see rlaif.train.co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rlaif.train.common import encode_response, load_tokenizer
 
+from rlaif.audit.metrics import wilson_interval  # one implementation, shared with the audit
+
 __all__ = ["RewardScorer", "wilson_interval", "score_ids", "pairwise_accuracy"]
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% by default); (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def score_ids(model, pad_token_id: int, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> list[float]:
