@@ -113,6 +113,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_hygiene(args) -> int:
+    from rlaif.config import load_judge_config
+    from rlaif.hygiene import load_adversarial, run_hygiene
+    from rlaif.judge import PairwiseJudge
+    from rlaif.pipeline import BackendPool
+
+    config = load_judge_config(args.judge)
+    items, injections, version = load_adversarial(args.set, args.injections)
+    with BackendPool() as pool:
+        run_hygiene(PairwiseJudge(config, pool.get(config.backend)), args.out, items, injections, version, not args.quiet)
+    print((Path(args.out) / "hygiene.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlaif", description="Reinforcement learning from AI feedback: constitutional LLM judges -> preference datasets.",
@@ -164,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write the dataset and print a summary. Rerunning into the same folder resumes.")
     run_args(p, "runs/main")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("hygiene", help="measure how far injected text in a response can steer the judge",
+                       description="Judge an adversarial set twice: each worse response as it is, and with injections "
+                                   "appended (instructions to the judge, fake verdicts, closing frame markers, chat control "
+                                   "tokens, appeals to authority). Reports whether every judge prompt kept its frame, and how "
+                                   "often each injection flips the verdict toward the response carrying it, with intervals.")
+    p.add_argument("--judge", default="smollm2-pairwise", help="judge name or YAML path (default: %(default)s)")
+    p.add_argument("--set", default="sets/adversarial-v1.jsonl", help="adversarial pairs {id, prompt, good, bad} (default: %(default)s)")
+    p.add_argument("--injections", default="sets/injections-v1.yaml", help="injection texts by kind (default: %(default)s)")
+    p.add_argument("--out", default="runs/hygiene", help="output folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_hygiene)
 
     from rlaif.audit.commands import add_parsers as audit_parsers
     from rlaif.train.commands import add_parsers as train_parsers
