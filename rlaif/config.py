@@ -17,6 +17,9 @@ from rlaif.resources import resolve_resource
 
 __all__ = [
     "VLLMBackendConfig",
+    "ReasoningConfig",
+    "ConsistencyConfig",
+    "PointwiseConfig",
     "BackendConfig",
     "PrincipleSelection",
     "VerdictConfig",
@@ -84,8 +87,9 @@ class PrincipleSelection(_Config):
 class VerdictConfig(_Config):
     """How the verdict is read from the judge's output."""
 
-    parser: Literal["first_token_logprobs"] = "first_token_logprobs"
-    """first_token_logprobs: probability of each verdict token at the first output position."""
+    parser: Literal["first_token_logprobs", "text"] = "first_token_logprobs"
+    """first_token_logprobs: probability of each verdict token at the verdict position; text: the label parsed
+    from the reply (a hard 0/1 probability) for servers that return no logprobs."""
     labels: dict[Literal["A", "B"], list[str]] = Field(
         default_factory=lambda: {"A": ["A"], "B": ["B"]}
     )
@@ -98,14 +102,47 @@ class VerdictConfig(_Config):
     """Calibration temperature applied to the verdict log-odds (1.0 = as the model said)."""
 
 
+class ReasoningConfig(_Config):
+    """Reasoning mode: the judge writes a short rationale before its verdict (chain of thought)."""
+
+    enabled: bool = False
+    max_tokens: int = Field(256, ge=8)
+    """Longest rationale, in tokens."""
+    temperature: float = Field(0.0, ge=0)
+    """Rationale sampling temperature (> 0 gives different rationales for self-consistency)."""
+    marker: str = "Verdict:"
+    """The verdict is the label after the LAST occurrence of this marker in the rationale, and only one of the
+    offered labels counts; the soft probability is read by a second, prefill-only request that ends with the
+    rationale and the marker."""
+
+
+class ConsistencyConfig(_Config):
+    """Self-consistency: the same item judged several times and aggregated."""
+
+    samples: int = Field(1, ge=1)
+    """Judgments per item (each both orders); > 1 needs reasoning with temperature > 0 to differ."""
+    aggregate: Literal["mean", "majority"] = "mean"
+    """mean: average probability; majority: share of samples preferring response 1 (ties unlabeled)."""
+
+
+class PointwiseConfig(_Config):
+    """Pointwise mode: one response scored per principle on a written rubric."""
+
+    min_score: int = 1
+    max_score: int = Field(10, le=10)
+    """Scores are single tokens min_score..max_score (at most 10: "10" must be one token for the expectation)."""
+    weights: dict[str, float] = Field(default_factory=dict)
+    """Principle id -> weight of its score in the overall score (missing ids weigh 1)."""
+
+
 class JudgeConfig(_Config):
     """One judge of the catalogue: backend, model, template, constitution, decoding and parser."""
 
     name: str
     """Recorded with every label."""
     description: str = ""
-    mode: Literal["pairwise"] = "pairwise"
-    """What the judge does; pairwise compares two responses in both orders."""
+    mode: Literal["pairwise", "pointwise"] = "pairwise"
+    """pairwise compares two responses in both orders; pointwise scores one response per principle."""
     backend: BackendConfig = Field(default_factory=VLLMBackendConfig)
     template: str = "judge/pairwise.jinja"
     """Jinja template under prompts/ (or a path)."""
@@ -115,6 +152,9 @@ class JudgeConfig(_Config):
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     both_orders: bool = True
     """Judge (1,2) and (2,1) and average, cancelling position bias. Turning it off is for benchmarks only."""
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    self_consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    pointwise: PointwiseConfig = Field(default_factory=PointwiseConfig)
 
 
 class PolicyConfig(_Config):
