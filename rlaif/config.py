@@ -7,7 +7,7 @@ Every field has a docstring; unknown keys are errors, so a typo in a YAML file i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +17,7 @@ from rlaif.resources import resolve_resource
 
 __all__ = [
     "VLLMBackendConfig",
+    "OpenAIBackendConfig",
     "ReasoningConfig",
     "ConsistencyConfig",
     "PointwiseConfig",
@@ -62,7 +63,38 @@ class VLLMBackendConfig(_Config):
     """Upper bound on sequences per engine step; None keeps vLLM's default."""
 
 
-BackendConfig = VLLMBackendConfig
+class OpenAIBackendConfig(_Config):
+    """A hosted OpenAI-compatible chat API (OpenAI, a vLLM server, several vLLM servers behind a router)."""
+
+    kind: Literal["openai"]
+    model: str
+    """Model name as the server knows it."""
+    base_url: str
+    """e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key (the key itself is never written anywhere);
+    None for servers that need no key."""
+    max_concurrency: int = Field(8, ge=1)
+    """Requests in flight at once."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-attempt timeout."""
+    max_attempts: int = Field(6, ge=1)
+    """Attempts per request on 429, 5xx, timeouts and dropped connections (other 4xx: no retry)."""
+    item_budget_s: float = Field(300.0, gt=0)
+    """Total time per request across attempts and waits; past it the item is unlabeled with the reason."""
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    """Exponential backoff with jitter between these bounds; a Retry-After header is honoured."""
+    usd_per_million_input_tokens: float = Field(0.0, ge=0)
+    usd_per_million_output_tokens: float = Field(0.0, ge=0)
+    """Prices, for the cost recorded per label and summed per run."""
+    logprobs: bool = True
+    """Ask for logprobs (servers that refuse them get text verdicts: set verdict.parser to text or auto)."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra JSON fields sent with every request (server-specific options)."""
+
+
+BackendConfig = Annotated[VLLMBackendConfig | OpenAIBackendConfig, Field(discriminator="kind")]
 
 
 class PrincipleSelection(_Config):
@@ -87,9 +119,10 @@ class PrincipleSelection(_Config):
 class VerdictConfig(_Config):
     """How the verdict is read from the judge's output."""
 
-    parser: Literal["first_token_logprobs", "text"] = "first_token_logprobs"
+    parser: Literal["first_token_logprobs", "text", "auto"] = "first_token_logprobs"
     """first_token_logprobs: probability of each verdict token at the verdict position; text: the label parsed
-    from the reply (a hard 0/1 probability) for servers that return no logprobs."""
+    from the reply (a hard 0/1 probability) for servers that return no logprobs; auto: logprobs where the
+    backend returns them, else the text."""
     labels: dict[Literal["A", "B"], list[str]] = Field(
         default_factory=lambda: {"A": ["A"], "B": ["B"]}
     )

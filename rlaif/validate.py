@@ -23,7 +23,11 @@ def validate_judge(path: Path) -> str:
     if config.principles.mode == "fixed":
         constitution.get(config.principles.ids)
     principle = constitution.principles[0].model_dump()
-    template.render(principle=principle, prompt="p", response_a="a", response_b="b")
+    if config.mode == "pointwise":
+        template.render(principle=principle, prompt="p", response="r",
+                        min_score=config.pointwise.min_score, max_score=config.pointwise.max_score)
+    else:
+        template.render(principle=principle, prompt="p", response_a="a", response_b="b")
     return f"judge {config.name}: template {template.version}, constitution {constitution.version} ({len(constitution.principles)} principles)"
 
 

@@ -29,6 +29,11 @@ class CompletionRequest(BaseModel):
     top_logprobs: int = Field(0, ge=0, le=20)
     """Top logprobs per generated position (0 = none)."""
     seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings (not included in the output)."""
+    continue_final: bool = False
+    """The last message is an assistant prefix to continue (no new assistant turn is opened): used to read the
+    verdict probability right after a rationale, with a prefill-only request."""
 
 
 class Choice(BaseModel):

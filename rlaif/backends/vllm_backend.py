@@ -67,7 +67,11 @@ class VLLMBackend(BackendBase):
     def prompt_ids(self, request: CompletionRequest) -> list[int]:
         """Token ids of the request rendered with the model's chat template."""
         messages = [m.model_dump() for m in request.messages]
-        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if request.continue_final:
+            text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                                       continue_final_message=True)
+        else:
+            text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _sampling_params(self, request: CompletionRequest):
@@ -80,6 +84,7 @@ class VLLMBackend(BackendBase):
             top_p=request.top_p,
             logprobs=request.top_logprobs or None,
             seed=request.seed,
+            stop=request.stop or None,
         )
 
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
