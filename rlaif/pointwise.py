@@ -1,0 +1,356 @@
+"""Pointwise judging: each response scored alone, per principle, on a written rubric; pairs derived from scores.
+
+    ScoreItem -> PointwiseJudge -> ScoreRecord -> (pairs_from_scores) -> derived preference rows
+
+The judge answers one digit. Where the backend returns first-token logprobs, the score is the expectation
+over the score digits' probabilities renormalised to sum to 1 (a digit outside the top logprobs counts as 0);
+otherwise the digit in the reply text is used. Which way is recorded per principle. A reply with no readable
+score leaves the item unscored with the reason, never a made-up score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from tqdm.auto import tqdm
+
+from rlaif.backends.base import Backend, Completion, CompletionRequest
+from rlaif.config import JudgeConfig
+from rlaif.errors import ConfigError
+from rlaif.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
+from rlaif.records import Message, Sample, content_key
+from rlaif.runfolder import RunFolder
+
+__all__ = [
+    "ScoreItem", "PrincipleScore", "ScoreRecord", "ScoreReading", "PointwiseJudge", "ScoreResult",
+    "expected_score", "parse_text_score", "read_score", "weighted_score", "score_items", "pairs_from_scores",
+    "pair_probability", "SCORES",
+]
+
+SCORES = "scores.jsonl"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScoreItem(_Record):
+    """One response to score: a row {id, prompt, response} or a `Sample` from `rlaif generate`."""
+
+    id: str
+    prompt: str
+    response: str
+    prompt_id: str | None = None
+    """Responses with the same prompt_id (and prompt text) are paired; None: grouped by prompt text."""
+    source: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_sample(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompt_id" in data and "id" not in data:
+            sample = Sample.model_validate(data)
+            return {"id": f"{sample.prompt_id}:{sample.index}", "prompt": sample.prompt, "response": sample.response,
+                    "prompt_id": sample.prompt_id, "source": {"index": sample.index, "model": sample.model,
+                                                              "finish_reason": sample.finish_reason}}
+        return data
+
+    @field_validator("id", "prompt", "response")
+    @classmethod
+    def _non_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+    @property
+    def key(self) -> str:
+        """Content identity: same prompt and response, same key, whatever the id."""
+        return content_key(self.prompt, self.response)
+
+
+class PrincipleScore(_Record):
+    """The judge's score for one response under one principle, with everything it was read from."""
+
+    principle_id: str
+    score: float | None = None
+    method: Literal["logprobs", "text"] | None = None
+    """logprobs: expectation over the score digits' probabilities; text: the digit in the reply."""
+    distribution: dict[str, float] = Field(default_factory=dict)
+    """Renormalised probability of each score (logprobs method), or 1.0 on the parsed score (text method)."""
+    score_mass: float | None = None
+    """Total first-token probability on the score digits before renormalising."""
+    top_logprobs: dict[str, float] = Field(default_factory=dict)
+    raw_output: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    """The full judge prompt as sent, for audit."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class ScoreRecord(_Record):
+    """One response's scores: scored (overall `score` set) or unscored (`reason` set)."""
+
+    key: str
+    """Identity of (prompt, response, judge config, template and constitution versions): the resume key."""
+    item_id: str
+    item_key: str
+    prompt_id: str | None = None
+    judge: str
+    model: str
+    backend: str
+    template: str
+    template_version: str
+    constitution_version: str
+    min_score: int
+    max_score: int
+    principle_ids: list[str]
+    per_principle: list[PrincipleScore]
+    weights: dict[str, float]
+    """The weight each principle's score had in the overall score."""
+    score: float | None = None
+    """Weighted mean of the per-principle scores; None when any principle is unscored."""
+    reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+    @property
+    def scored(self) -> bool:
+        return self.score is not None and self.reason is None
+
+
+class ScoreReading(tuple):
+    """(score, method, distribution, mass, reason): a score read from one reply, or None with a reason."""
+
+    __slots__ = ()
+
+    def __new__(cls, score, method=None, distribution=None, mass=None, reason=None):
+        return super().__new__(cls, (score, method, distribution or {}, mass, reason))
+
+    score = property(lambda self: self[0])
+    method = property(lambda self: self[1])
+    distribution = property(lambda self: self[2])
+    mass = property(lambda self: self[3])
+    reason = property(lambda self: self[4])
+
+
+def expected_score(top_logprobs: dict[str, float], min_score: int, max_score: int) -> ScoreReading:
+    """The expectation of the score over the score digits at the first position, renormalised."""
+    labels = {str(s): s for s in range(min_score, max_score + 1)}
+    mass: dict[str, float] = {}
+    for token, logprob in top_logprobs.items():
+        digit = token.strip()
+        if digit in labels:  # " 7" and "7" are the same score
+            mass[digit] = mass.get(digit, 0.0) + math.exp(logprob)
+    total = sum(mass.values())
+    if not total > 0:
+        top = sorted(top_logprobs.items(), key=lambda kv: -kv[1])[:3]
+        shown = ", ".join(f"{t!r} {math.exp(lp):.2f}" for t, lp in top)
+        return ScoreReading(None, reason=f"no score digit {min_score}-{max_score} in the top {len(top_logprobs)} logprobs; top: {shown}")
+    distribution = {d: mass.get(d, 0.0) / total for d in labels}
+    return ScoreReading(sum(labels[d] * p for d, p in distribution.items()), "logprobs", distribution, total)
+
+
+def parse_text_score(text: str, min_score: int, max_score: int) -> ScoreReading:
+    """The LAST integer in the reply, if it is on the scale (a number quoted earlier does not count)."""
+    numbers = re.findall(r"\d+(?:\.\d+)?", text or "")
+    if not numbers:
+        return ScoreReading(None, reason=f"no score in the reply {(text or '')[:40]!r}")
+    if "." in numbers[-1]:
+        return ScoreReading(None, reason=f"score {numbers[-1]} is not a whole number on the scale")
+    value = int(numbers[-1])
+    if not min_score <= value <= max_score:
+        return ScoreReading(None, reason=f"score {value} is outside the scale {min_score}-{max_score}")
+    return ScoreReading(float(value), "text", {str(value): 1.0}, None)
+
+
+def read_score(completion: Completion, parser: str, min_score: int, max_score: int) -> ScoreReading:
+    """A score from one completion: logprobs where the parser allows and the backend gave them, else text."""
+    if completion.error:
+        return ScoreReading(None, reason=completion.error)
+    choice = completion.choices[0] if completion.choices else None
+    if choice is None:
+        return ScoreReading(None, reason="backend returned no choice")
+    top = choice.logprobs[0] if choice.logprobs else {}
+    if parser != "text" and top:
+        return expected_score(top, min_score, max_score)
+    if parser == "first_token_logprobs":
+        return ScoreReading(None, reason="backend returned no logprobs for the score token (set verdict.parser: auto to read the text)")
+    return parse_text_score(choice.text, min_score, max_score)
+
+
+def weighted_score(scores: dict[str, float], weights: dict[str, float]) -> float:
+    """Weighted mean of per-principle scores; a principle without a weight weighs 1."""
+    total = sum(weights.get(pid, 1.0) for pid in scores)
+    return sum(weights.get(pid, 1.0) * s for pid, s in scores.items()) / total
+
+
+class PointwiseJudge:
+    """Scores one response at a time under principles of a constitution (one request per principle)."""
+
+    def __init__(self, config: JudgeConfig, backend: Backend, template: JudgeTemplate | None = None,
+                 constitution: Constitution | None = None):
+        if config.mode != "pointwise":
+            raise ConfigError(f"judge {config.name!r} has mode {config.mode!r}; `rlaif score` needs a pointwise judge")
+        self.config, self.backend = config, backend
+        self.template = template or load_template(config.template)
+        self.constitution = constitution or load_constitution(config.constitution)
+        self.constitution.get(list(config.pointwise.weights))  # unknown ids are an error, not silently ignored
+        self.fingerprint = content_key(config.model_dump(mode="json"), self.template.version, self.constitution.version)
+
+    def key(self, item: ScoreItem) -> str:
+        """Identity of this judge's score for this response: reused on rerun, never redone."""
+        return content_key(item.key, self.fingerprint)
+
+    def principles_for(self, item: ScoreItem) -> list[Principle]:
+        sel = self.config.principles
+        return self.constitution.select(sel.mode, sel.k, sel.ids, sel.seed, item.key)
+
+    def request(self, item: ScoreItem, principle: Principle) -> CompletionRequest:
+        pw = self.config.pointwise
+        messages = self.template.render(principle=principle.model_dump(), prompt=item.prompt, response=item.response,
+                                        min_score=pw.min_score, max_score=pw.max_score)
+        return CompletionRequest(messages=messages, max_tokens=1, temperature=0.0, top_logprobs=self.config.verdict.top_logprobs)
+
+    def score(self, items: list[ScoreItem]) -> list[ScoreRecord]:
+        """Score a batch with one backend call (so the backend can batch and share the rubric prefix)."""
+        plan = [(i, p, self.request(item, p)) for i, item in enumerate(items) for p in self.principles_for(item)]
+        completions = self.backend.complete([step[2] for step in plan])
+        found: list[list[tuple[PrincipleScore, Completion]]] = [[] for _ in items]
+        for (index, principle, request), completion in zip(plan, completions):
+            found[index].append((self._principle_score(principle.id, request, completion), completion))
+        return [self._record(item, found[i]) for i, item in enumerate(items)]
+
+    def _principle_score(self, principle_id: str, request: CompletionRequest, completion: Completion) -> PrincipleScore:
+        pw, verdict = self.config.pointwise, self.config.verdict
+        choice = completion.choices[0] if completion.choices else None
+        base = dict(principle_id=principle_id, messages=request.messages, prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens, raw_output=choice.text if choice else "",
+                    top_logprobs=(choice.logprobs[0] if choice and choice.logprobs else {}))
+        reading = read_score(completion, verdict.parser, pw.min_score, pw.max_score)
+        if reading.reason:
+            return PrincipleScore(**base, error=reading.reason)
+        if reading.mass is not None and reading.mass < verdict.min_verdict_mass:
+            return PrincipleScore(**base, score_mass=reading.mass, error=f"score digits carry {reading.mass:.3f} of the "
+                                  f"probability, below min_verdict_mass {verdict.min_verdict_mass}")
+        return PrincipleScore(**base, score=reading.score, method=reading.method, distribution=reading.distribution,
+                              score_mass=reading.mass)
+
+    def _record(self, item: ScoreItem, found: list[tuple[PrincipleScore, Completion]]) -> ScoreRecord:
+        per_principle = [ps for ps, _ in found]
+        completions = [c for _, c in found]
+        weights = {ps.principle_id: self.config.pointwise.weights.get(ps.principle_id, 1.0) for ps in per_principle}
+        errors = [f"{ps.principle_id}: {ps.error}" for ps in per_principle if ps.error]
+        overall = None if errors else weighted_score({ps.principle_id: ps.score for ps in per_principle}, weights)
+        pw = self.config.pointwise
+        return ScoreRecord(
+            key=self.key(item), item_id=item.id, item_key=item.key, prompt_id=item.prompt_id, judge=self.config.name,
+            model=self.backend.model, backend=self.backend.name, template=self.template.name,
+            template_version=self.template.version, constitution_version=self.constitution.version,
+            min_score=pw.min_score, max_score=pw.max_score, principle_ids=[ps.principle_id for ps in per_principle],
+            per_principle=per_principle, weights=weights, score=overall, reason="; ".join(errors) or None,
+            prompt_tokens=sum(c.prompt_tokens for c in completions),
+            completion_tokens=sum(c.completion_tokens for c in completions),
+            cost_usd=sum(c.cost_usd for c in completions), latency_s=sum(c.latency_s for c in completions),
+        )
+
+
+@dataclass
+class ScoreResult:
+    """Final records in input order (one per distinct response), and how many were new or reused."""
+
+    records: list[ScoreRecord]
+    items: list[ScoreItem]
+    scored_now: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    duplicates: list[str] = field(default_factory=list)
+
+
+def score_items(items: list[ScoreItem], judge: PointwiseJudge, run: RunFolder, batch_size: int = 64,
+                progress: bool = True) -> ScoreResult:
+    """Score what is not scored yet in `run`, appending each finished batch to scores.jsonl.
+
+    Scored records already there (same texts, same judge fingerprint) are reused; unscored ones are tried
+    again, since their cause may have been transient. The latest record per key wins.
+    """
+    started = time.perf_counter()
+    done = {r.key: r for r in run.read(SCORES, ScoreRecord)}
+    unique: dict[str, ScoreItem] = {}
+    duplicates = []
+    for item in items:
+        key = judge.key(item)
+        if key in unique:
+            duplicates.append(item.id)
+        else:
+            unique[key] = item
+    todo = [item for key, item in unique.items() if not (key in done and done[key].scored)]
+    bar = tqdm(total=len(todo), desc="scoring responses", unit="response", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        records = judge.score(todo[start : start + batch_size])
+        run.append(SCORES, records)
+        done.update((r.key, r) for r in records)
+        bar.update(len(records))
+    bar.close()
+    return ScoreResult(records=[done[k] for k in unique], items=list(unique.values()), scored_now=len(todo),
+                       reused=len(unique) - len(todo), seconds=time.perf_counter() - started, duplicates=duplicates)
+
+
+def pair_probability(score_chosen: float, score_rejected: float, scale: float = 1.0) -> float:
+    """P(chosen better) = sigmoid((s_chosen - s_rejected) / scale): the overall score read as a Bradley-Terry
+    log-strength in units of `scale` points (1 point -> 0.73, 2 -> 0.88, 4 -> 0.98 with scale 1)."""
+    return 1.0 / (1.0 + math.exp(-(score_chosen - score_rejected) / scale))
+
+
+def _score_summary(record: ScoreRecord) -> dict:
+    return {"id": record.item_id, "score": record.score, "per_principle": {
+        ps.principle_id: {"score": ps.score, "method": ps.method, "distribution": ps.distribution}
+        for ps in record.per_principle}}
+
+
+def _pair_row(better: tuple[ScoreItem, ScoreRecord], worse: tuple[ScoreItem, ScoreRecord], scale: float) -> dict:
+    (ci, cr), (ri, rr) = better, worse
+    return {
+        "prompt": [{"role": "user", "content": ci.prompt}],
+        "chosen": [{"role": "assistant", "content": ci.response}],
+        "rejected": [{"role": "assistant", "content": ri.response}],
+        "pair_id": f"{ci.id}>{ri.id}", "source": "pointwise", "judge": cr.judge, "judge_model": cr.model,
+        "judge_backend": cr.backend, "template": cr.template, "template_version": cr.template_version,
+        "constitution_version": cr.constitution_version, "principle_ids": cr.principle_ids,
+        "probability": pair_probability(cr.score, rr.score, scale), "orders_agree": None,
+        "chosen_id": ci.id, "rejected_id": ri.id, "chosen_score": cr.score, "rejected_score": rr.score,
+        "comparisons": 0,
+        "provenance": json.dumps({"mapping": f"sigmoid((chosen_score - rejected_score) / {scale})",
+                                  "chosen": _score_summary(cr), "rejected": _score_summary(rr)}, ensure_ascii=False),
+        # tokens and cost of the two scorings behind the row (a response in several rows is counted in each)
+        "prompt_tokens": cr.prompt_tokens + rr.prompt_tokens,
+        "completion_tokens": cr.completion_tokens + rr.completion_tokens, "cost_usd": cr.cost_usd + rr.cost_usd,
+    }
+
+
+def pairs_from_scores(items: list[ScoreItem], records: list[ScoreRecord], scale: float = 1.0) -> tuple[list[dict], list[dict]]:
+    """Preference rows for every two scored responses to the same prompt; equal scores give no row (a tie).
+
+    `items` and `records` are aligned (as in ScoreResult). Returns (rows, ties).
+    """
+    groups: dict[tuple[str | None, str], list[tuple[ScoreItem, ScoreRecord]]] = {}
+    for item, record in zip(items, records):
+        if record.scored:
+            groups.setdefault((item.prompt_id, item.prompt), []).append((item, record))
+    rows, ties = [], []
+    for members in groups.values():
+        for a, b in combinations(members, 2):
+            diff = a[1].score - b[1].score
+            if abs(diff) < 1e-12:
+                ties.append({"ids": [a[0].id, b[0].id], "score": a[1].score, "prompt_id": a[0].prompt_id})
+            else:
+                rows.append(_pair_row(a, b, scale) if diff > 0 else _pair_row(b, a, scale))
+    return rows, ties
