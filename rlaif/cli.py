@@ -24,6 +24,10 @@ def _print_summary(summary: dict) -> None:
             print(f"{key:>26}: {value:.3f}" if isinstance(value, float) else f"{key:>26}: {value}")
     for reason, count in sorted(summary.get("unlabeled_reasons", {}).items(), key=lambda kv: -kv[1]):
         print(f"{'unlabeled because':>26}: {reason} ({count})")
+    stats = summary.get("backend_stats")
+    if stats:
+        retries = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("retries", {}).items())) or "none"
+        print(f"{'backend attempts':>26}: {stats.get('attempts')} (retries: {retries}; failed requests: {stats.get('failed')})")
     run_dir = Path(summary["run_dir"])
     print(f"{'dataset':>26}: {run_dir / 'dataset'}  (datasets.load_from_disk)")
     for name in ("preferences.jsonl", "unlabeled.jsonl", "invalid_rows.jsonl", "manifest.json"):
@@ -88,18 +92,19 @@ def cmd_generate(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from rlaif.config import load_judge_config
+    from rlaif.config import JudgeConfig, load_judge_spec
     from rlaif.pipeline import BackendPool, label_stage
     from rlaif.records import CandidatePair
     from rlaif.runfolder import RunFolder, read_rows
 
-    judge_config = load_judge_config(args.judge)
+    judge_config = load_judge_spec(args.judge)
     pairs, bad_rows = read_rows(Path(args.pairs), CandidatePair)
     for row in bad_rows:
         print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
     run = RunFolder(args.out)
     with BackendPool() as pool:
-        summary = label_stage(pairs, judge_config, pool.get(judge_config.backend), run, args.batch_size,
+        backends = pool.get(judge_config.backend) if isinstance(judge_config, JudgeConfig) else pool  # ensemble: per member
+        summary = label_stage(pairs, judge_config, backends, run, args.batch_size,
                               bad_rows, extra_manifest={"pairs_file": str(args.pairs)}, progress=not args.quiet)
     _print_summary(summary)
     return 0
@@ -167,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "are listed in invalid_rows.jsonl; the rest are labeled. Rerunning into the same "
                                    "folder only judges what is not labeled yet.")
     p.add_argument("--pairs", required=True, help="JSONL file of candidate pairs")
-    p.add_argument("--judge", default="smollm2-pairwise", help="judge name in judges/ or a YAML path (default: %(default)s)")
+    p.add_argument("--judge", default="smollm2-pairwise",
+                   help="judge name in judges/ or a YAML path; an ensemble file (e.g. smollm2-ensemble) or a reasoning "
+                        "judge (smollm2-pairwise-reasoning) works the same (default: %(default)s)")
     p.add_argument("--out", default="runs/label", help="run folder (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="pairs per judge batch (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -193,9 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rlaif.audit.commands import add_parsers as audit_parsers
     from rlaif.train.commands import add_parsers as train_parsers
+    from rlaif.revise_commands import add_parsers as revise_parsers
+    from rlaif.modes_commands import add_parsers as modes_parsers
 
     audit_parsers(sub)
     train_parsers(sub)
+    revise_parsers(sub)
+    modes_parsers(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from rlaif.errors import ConfigError
 from rlaif.resources import resolve_resource
@@ -25,10 +25,13 @@ __all__ = [
     "PrincipleSelection",
     "VerdictConfig",
     "JudgeConfig",
+    "EnsembleConfig",
+    "EnsembleJudgeConfig",
     "PolicyConfig",
     "RunConfig",
     "load_yaml_model",
     "load_judge_config",
+    "load_judge_spec",
     "load_run_config",
 ]
 
@@ -94,7 +97,19 @@ class OpenAIBackendConfig(_Config):
     """Extra JSON fields sent with every request (server-specific options)."""
 
 
-BackendConfig = Annotated[VLLMBackendConfig | OpenAIBackendConfig, Field(discriminator="kind")]
+def _backend_kind(value: Any) -> str:
+    """The backend's `kind`; a backend section without one is the in-process vLLM engine."""
+    if isinstance(value, dict):
+        return value.get("kind", "vllm")
+    return getattr(value, "kind", "vllm")
+
+
+BackendConfig = Annotated[
+    Annotated[VLLMBackendConfig, Tag("vllm")] | Annotated[OpenAIBackendConfig, Tag("openai")],
+    Discriminator(_backend_kind, custom_error_type="backend_kind",
+                  custom_error_message="backend.kind must be 'vllm' or 'openai'"),
+]
+_UNION_TAGS = {"vllm", "openai"}
 
 
 class PrincipleSelection(_Config):
@@ -161,11 +176,28 @@ class ConsistencyConfig(_Config):
 class PointwiseConfig(_Config):
     """Pointwise mode: one response scored per principle on a written rubric."""
 
-    min_score: int = 1
-    max_score: int = Field(10, le=10)
-    """Scores are single tokens min_score..max_score (at most 10: "10" must be one token for the expectation)."""
+    # Scores are one digit, 0..9. The expectation reads every score's probability at the ONE output position,
+    # so each score must be a single token. SmolLM2's tokenizer (like Llama 2/Mistral/StarCoder ones) splits
+    # numbers into single digits: "10" is "1" + "0", and at the first position "1" would mean both 1 and 10.
+    # Digits 0-9 are single tokens in every tokenizer we know, so the limit needs no model to validate.
+    min_score: int = Field(1, ge=0, le=8)
+    """Lowest score on the rubric (a single digit)."""
+    max_score: int = Field(9, ge=1, le=9)
+    """Highest score on the rubric (a single digit, at most 9: "10" is two tokens for many tokenizers)."""
     weights: dict[str, float] = Field(default_factory=dict)
-    """Principle id -> weight of its score in the overall score (missing ids weigh 1)."""
+    """Principle id -> weight (> 0) of its score in the overall score (missing ids weigh 1)."""
+    pair_scale: float = Field(1.0, gt=0)
+    """Pairs from scores: P(chosen better) = sigmoid((overall_chosen - overall_rejected) / pair_scale), reading
+    the overall score as a Bradley-Terry log-strength measured in units of pair_scale points."""
+
+    @model_validator(mode="after")
+    def _scale_and_weights(self) -> "PointwiseConfig":
+        if self.min_score >= self.max_score:
+            raise ValueError(f"min_score {self.min_score} must be below max_score {self.max_score}")
+        bad = {k: w for k, w in self.weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"weights must be > 0, got {bad}")
+        return self
 
 
 class JudgeConfig(_Config):
@@ -188,6 +220,30 @@ class JudgeConfig(_Config):
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     self_consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     pointwise: PointwiseConfig = Field(default_factory=PointwiseConfig)
+
+
+class EnsembleConfig(_Config):
+    """Several judges of the catalogue asked about the same pair; their probabilities are aggregated."""
+
+    members: list[str] = Field(min_length=2)
+    """Judge names in judges/ (or paths to judge YAMLs); each may use its own backend."""
+    aggregate: Literal["mean", "majority"] = "mean"
+    """mean: average P(response 1 better) over the members that answered; majority: their vote share."""
+
+    @model_validator(mode="after")
+    def _distinct_members(self) -> "EnsembleConfig":
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"ensemble members must be distinct judges, got {self.members}")
+        return self
+
+
+class EnsembleJudgeConfig(_Config):
+    """A judge file that combines other judges (`ensemble:` instead of backend, template and parser)."""
+
+    name: str
+    """Recorded with every label."""
+    description: str = ""
+    ensemble: EnsembleConfig
 
 
 class PolicyConfig(_Config):
@@ -218,6 +274,12 @@ class RunConfig(_Config):
     """Pairs per judge batch; finished batches are saved, so a killed run loses at most one."""
 
 
+def _field_path(loc: tuple) -> str:
+    """'backend.max_model_len', without the union tag pydantic inserts ('backend.vllm.max_model_len')."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i and p in _UNION_TAGS and str(loc[i - 1]) == "backend")]
+    return ".".join(parts) or "<root>"
+
+
 def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
     """Read a YAML file into a config model, turning every failure into one clear ConfigError."""
     try:
@@ -229,15 +291,27 @@ def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"{path}: invalid {model.__name__}: {problems}") from exc
 
 
 def load_judge_config(name: str | Path) -> JudgeConfig:
-    """Load a judge by catalogue name (`smollm2-pairwise`) or path."""
-    return load_yaml_model(resolve_resource(name, "judges"), JudgeConfig)
+    """Load a single judge by catalogue name (`smollm2-pairwise`) or path."""
+    spec = load_judge_spec(name)
+    if isinstance(spec, EnsembleJudgeConfig):
+        raise ConfigError(f"judge {name!s} is an ensemble of {spec.ensemble.members}; this command needs a single judge")
+    return spec
+
+
+def load_judge_spec(name: str | Path) -> JudgeConfig | EnsembleJudgeConfig:
+    """Load a judge or an ensemble of judges (a file with a top-level `ensemble:` key)."""
+    path = resolve_resource(name, "judges")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        data = None  # load_yaml_model reports it
+    is_ensemble = isinstance(data, dict) and "ensemble" in data
+    return load_yaml_model(path, EnsembleJudgeConfig if is_ensemble else JudgeConfig)
 
 
 def load_run_config(name: str | Path) -> RunConfig:

@@ -14,10 +14,10 @@ from importlib import metadata
 from pathlib import Path
 
 from rlaif.backends.base import Backend
-from rlaif.config import BackendConfig, JudgeConfig, RunConfig, load_judge_config
+from rlaif.config import BackendConfig, JudgeConfig, RunConfig, load_judge_spec
 from rlaif.dataset import build_dataset, preference_row, unlabeled_row
 from rlaif.generate import iter_samples, make_pairs
-from rlaif.judge import PairwiseJudge
+from rlaif.judge import PairwiseJudge, make_judge
 from rlaif.label import LabelResult, label_pairs
 from rlaif.records import CandidatePair, PromptItem, Sample
 from rlaif.resources import resolve_resource
@@ -76,9 +76,27 @@ def label_stage(
     invalid_rows: list[RowError] = (), skipped: list[dict] = (), extra_manifest: dict | None = None, progress=True,
 ) -> dict:
     """Judge the pairs, write the dataset, the unlabeled list and the manifest; return the summary."""
-    judge = PairwiseJudge(judge_config, backend)
+    judge = make_judge(judge_config, backend)  # backend: a Backend, or a BackendPool (ensembles of backends)
+    stats_before = getattr(backend, "stats", None)  # backends that retry (openai) count attempts and retries
     result = label_pairs(pairs, judge, run, batch_size=batch_size, progress=progress)
-    return write_outputs(run, pairs, judge, result, list(invalid_rows), list(skipped), extra_manifest or {})
+    extra = dict(extra_manifest or {})
+    if isinstance(stats_before, dict):
+        extra["backend_stats"] = _stats_delta(stats_before, backend.stats)
+    summary = write_outputs(run, pairs, judge, result, list(invalid_rows), list(skipped), extra)
+    if "backend_stats" in extra:
+        summary["backend_stats"] = extra["backend_stats"]
+    return summary
+
+
+def _stats_delta(before: dict, after: dict) -> dict:
+    """What a backend's cumulative counters (nested dicts of ints) gained during this stage."""
+    delta = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            delta[key] = {k: v for k, v in _stats_delta(before.get(key, {}), value).items() if v}
+        elif isinstance(value, (int, float)):
+            delta[key] = value - before.get(key, 0)
+    return delta
 
 
 def write_outputs(run: RunFolder, pairs, judge: PairwiseJudge, result: LabelResult, invalid_rows, skipped, extra) -> dict:
@@ -132,14 +150,15 @@ def run_pipeline(config: RunConfig, out: Path, progress: bool = True) -> dict:
     """prompts -> samples -> pairs -> labels -> dataset, in one run folder."""
     run = RunFolder(out)
     started = time.perf_counter()
-    judge_config = load_judge_config(config.judge)
+    judge_config = load_judge_spec(config.judge)
     prompts, bad_prompts = load_prompts(config)
     with BackendPool() as pool:
         samples = generate_stage(prompts, pool.get(config.policy.backend), config, run, progress)
         pairs, skipped = make_pairs(samples)
         run.write_jsonl(PAIRS, pairs)
         summary = label_stage(
-            pairs, judge_config, pool.get(judge_config.backend), run, config.batch_size, bad_prompts, skipped,
+            pairs, judge_config, pool.get(judge_config.backend) if isinstance(judge_config, JudgeConfig) else pool, run,
+            config.batch_size, bad_prompts, skipped,
             {"run_config": config.model_dump(mode="json"), "prompts": len(prompts), "samples": len(samples)}, progress,
         )
     summary["prompts"], summary["samples"] = len(prompts), len(samples)

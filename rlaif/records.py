@@ -103,6 +103,16 @@ class OrderVerdict(_Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    parsed_from: Literal["logprobs", "text"] | None = None
+    """How the verdict was read: verdict-token logprobs (soft) or a label parsed from text (hard 1.0/0.0)."""
+    text_verdict: Literal["A", "B"] | None = None
+    """The label written in the judge's text (reasoning mode or the text parser), when one was readable."""
+    rationale: str | None = None
+    """Reasoning mode: the judge's rationale as it wrote it (the verdict is read after its last marker)."""
+    note: str | None = None
+    """Why the verdict was read the way it was, e.g. the logprob reading that failed before the text was used."""
+    sample: int = 0
+    """Self-consistency: which of the N samples this is."""
 
 
 class PrincipleVerdict(_Record):
@@ -137,6 +147,17 @@ class Judgment(_Record):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
+    component_p: list[float | None] = Field(default_factory=list)
+    """The probabilities this label aggregates: one per self-consistency sample, or one per ensemble member
+    (None: that one failed). Empty for a single reading."""
+    spread: float | None = None
+    """Standard deviation of the readable `component_p` (how much the samples or members disagree)."""
+    vote_share: float | None = None
+    """Share of the readable `component_p` preferring response 1 (an exact 0.5 counts half)."""
+    members: list["Judgment"] = Field(default_factory=list)
+    """Ensembles: each member judge's own judgment of the pair."""
+    failed_members: list[str] = Field(default_factory=list)
+    """Ensembles: members that gave no usable reading for this pair (their reasons are in `members`)."""
 
     @property
     def labeled(self) -> bool:

@@ -17,25 +17,52 @@ __all__ = ["validate_judge", "validate_run", "validate_all"]
 
 def validate_judge(path: Path) -> str:
     """Schema, template, constitution, principle ids, and a test render with every variable."""
-    config: JudgeConfig = load_yaml_model(path, JudgeConfig)
+    from rlaif.config import load_judge_spec
+    from rlaif.judge import sampling_problem
+
+    spec = load_judge_spec(path)
+    if not isinstance(spec, JudgeConfig):
+        return validate_ensemble(spec)
+    config: JudgeConfig = spec
+    problem = sampling_problem(config) if config.mode == "pairwise" else None
+    if problem:
+        raise RlaifError(f"{path}: {problem}")
     template = load_template(config.template)
     constitution = load_constitution(config.constitution)
     if config.principles.mode == "fixed":
         constitution.get(config.principles.ids)
     principle = constitution.principles[0].model_dump()
     if config.mode == "pointwise":
+        constitution.get(list(config.pointwise.weights))  # a weight for an unknown principle is a typo
         template.render(principle=principle, prompt="p", response="r",
                         min_score=config.pointwise.min_score, max_score=config.pointwise.max_score)
     else:
-        template.render(principle=principle, prompt="p", response_a="a", response_b="b")
+        messages = template.render(principle=principle, prompt="p", response_a="a", response_b="b",
+                                   marker=config.reasoning.marker)
+        if config.reasoning.enabled and not any(config.reasoning.marker in m.content for m in messages):
+            raise RlaifError(f"{path}: reasoning is enabled but template {config.template} never shows the judge "
+                             f"the marker {config.reasoning.marker!r} (use judge/pairwise-reasoning.jinja)")
     return f"judge {config.name}: template {template.version}, constitution {constitution.version} ({len(constitution.principles)} principles)"
 
 
+def validate_ensemble(config) -> str:
+    """Every member is a valid single judge of the catalogue (or a path)."""
+    from rlaif.config import JudgeConfig as Single, load_judge_spec
+    from rlaif.resources import resolve_resource as resolve
+
+    for name in config.ensemble.members:
+        member = load_judge_spec(name)
+        if not isinstance(member, Single):
+            raise RlaifError(f"ensemble {config.name}: member {name} is itself an ensemble")
+        validate_judge(resolve(name, "judges"))
+    return f"ensemble {config.name}: {config.ensemble.aggregate} of {', '.join(config.ensemble.members)}"
+
+
 def validate_run(path: Path) -> str:
-    from rlaif.config import load_judge_config
+    from rlaif.config import load_judge_spec
 
     config: RunConfig = load_yaml_model(path, RunConfig)
-    judge = load_judge_config(config.judge)
+    judge = load_judge_spec(config.judge)
     prompts, errors = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
     if errors:
         raise RlaifError(f"{path}: prompt set {config.prompts} has {len(errors)} invalid rows, first: line {errors[0].line}: {errors[0].error}")
@@ -55,6 +82,24 @@ def validate_loop(path: Path) -> str:
     return f"loop config {path.stem}: {len(prompts)} prompts ({config.eval.prompts} held out), judge {judge.name}"
 
 
+def validate_revise(path: Path) -> str:
+    """Schema, both templates rendered with every variable, constitution, principle ids and the prompt set."""
+    from rlaif.revise import ReviseConfig, round_principle
+
+    config: ReviseConfig = load_yaml_model(path, ReviseConfig)
+    constitution = load_constitution(config.constitution)
+    principle = round_principle(constitution, config.principles, "item", 1).model_dump()
+    critique = load_template(config.critique_template)
+    critique.render(principle=principle, prompt="p", response="r")
+    revision = load_template(config.revision_template)
+    revision.render(principle=principle, prompt="p", response="r", critique="c")
+    prompts, errors = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
+    if errors or not prompts:
+        raise RlaifError(f"{path}: prompt set {config.prompts} has {len(errors)} invalid rows and {len(prompts)} prompts")
+    return (f"revise config {path.stem}: {len(prompts)} prompts, {config.rounds} rounds, templates {critique.version} + "
+            f"{revision.version}, constitution {constitution.version}")
+
+
 def validate_all(paths: list[Path], echo: Callable[[str], None] = print) -> list[str]:
     """Validate the given files, or the whole catalogue; returns the problems found (empty = all valid)."""
     if not paths:
@@ -64,6 +109,8 @@ def validate_all(paths: list[Path], echo: Callable[[str], None] = print) -> list
         keys = yaml_keys(path)
         is_run = path.parent.name == "configs" or (path.parent.name != "judges" and "judge" in keys)
         check = (validate_loop if {"reward", "ppo"} & keys else validate_run) if is_run else validate_judge
+        if is_run and "rounds" in keys:
+            check = validate_revise
         try:
             echo(f"ok  {path}: " + check(path))
         except RlaifError as exc:

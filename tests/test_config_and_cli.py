@@ -76,7 +76,7 @@ def test_resolve_resource_by_name_path_and_did_you_mean(tmp_path):
     assert resolve_resource(own, "judges") == own
     with pytest.raises(ConfigError, match="Did you mean 'smollm2-pairwise'") as err:
         load_judge_config("smollm2-pairwse")
-    assert "Known: smollm2-pairwise" in str(err.value)
+    assert "smollm2-pairwise" in str(err.value).split("Known: ")[1].split(", ")
     with pytest.raises(ConfigError) as err:
         resolve_resource("zzzz", "judges")
     assert "Did you mean" not in str(err.value)
