@@ -133,6 +133,29 @@ def test_filters_drop_exactly_what_they_should():
     assert other != held["pair_id"]
 
 
+def test_datasets_without_a_judge_probability(tokenizer):
+    """Plain TRL preference rows (e.g. from `rlaif revise`) train with the hard loss and DPO; filters or losses
+    that need the judge's probability refuse with a clear error instead of a KeyError."""
+    from datasets import Dataset
+
+    from rlaif.errors import ConfigError
+    from rlaif.train.reward import filter_preferences, tokenize_pairs
+
+    plain = Dataset.from_list([{"prompt": [{"role": "user", "content": f"q{i}"}],
+                                "chosen": [{"role": "assistant", "content": "good"}],
+                                "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(3)])
+    kept, report = filter_preferences(plain)
+    assert len(kept) == 3 and report["n_kept"] == 3 and "no probability column" in report["note"]
+    with pytest.raises(ConfigError, match="no judge `probability` column"):
+        filter_preferences(plain, min_probability=0.7)
+    with pytest.raises(ConfigError, match="require_orders_agree"):
+        filter_preferences(plain, require_orders_agree=True)
+    with pytest.raises(ConfigError, match="needs the judge's `probability` column"):
+        tokenize_pairs(plain, tokenizer, RewardConfig(loss="soft"))
+    tokenized, _ = tokenize_pairs(plain, tokenizer, RewardConfig(loss="hard"))
+    assert len(tokenized) == 3
+
+
 def test_tokenize_pairs_margin_soft_and_length_filter(tokenizer):
     from rlaif.dataset import build_dataset
     from rlaif.train.reward import tokenize_pairs

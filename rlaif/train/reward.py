@@ -19,6 +19,7 @@ from pathlib import Path
 from rlaif.train.common import (
     Timer, encode_response, jsonl_callback, load_tokenizer, resolve, trl_args, write_json,
 )
+from rlaif.errors import ConfigError
 from rlaif.train.config import RewardConfig
 from rlaif.train.scoring import RewardScorer, pairwise_accuracy, wilson_interval
 
@@ -42,6 +43,14 @@ def filter_preferences(dataset, min_probability: float = 0.5, require_orders_agr
     (None, from a single-order judge, cannot be checked and is dropped too).
     """
     dataset = _as_dataset(dataset)
+    if "probability" not in dataset.column_names:
+        # Plain TRL preference data (e.g. `rlaif revise`'s revision-over-original rows) has no judge probability.
+        if min_probability > 0.5 or require_orders_agree:
+            raise ConfigError(f"the dataset has no judge `probability` column, so min_probability {min_probability} / "
+                              f"require_orders_agree cannot be applied: set min_probability 0.5 and "
+                              f"require_orders_agree false, or label the pairs with `rlaif label`")
+        return dataset, {"n_input": len(dataset), "n_kept": len(dataset), "dropped": {},
+                         "note": "no probability column: every row kept"}
     probs = dataset["probability"] if len(dataset) else []
     agree = dataset["orders_agree"] if require_orders_agree and len(dataset) else [True] * len(dataset)
     keep, low, disagree = [], 0, 0
@@ -83,6 +92,9 @@ def tokenize_pairs(dataset, tokenizer, cfg: RewardConfig):
 
     columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
     extra = {"margin": "margin", "soft": "probability"}.get(cfg.loss)
+    if extra and "probability" not in _as_dataset(dataset).column_names:
+        raise ConfigError(f"loss {cfg.loss!r} needs the judge's `probability` column, which this dataset lacks; "
+                          f"use loss 'hard'")
     if extra:
         columns[extra] = []
     too_long = 0
