@@ -444,3 +444,23 @@ def test_labeling_through_faults_matches_the_fault_free_labels(vllm_server, serv
     print(f"\nfaults injected {dict(injected)}; backend retries {stats['retries']}, failures {stats['failures']}, "
           f"attempts {stats['attempts']} for {stats['requests']} requests; labeled {first['labeled']}/{len(pairs)}, "
           f"after rerun {again['labeled']}/{len(pairs)}")
+
+
+@pytest.mark.vllm
+def test_server_without_logprobs_falls_back_to_the_written_verdict(vllm_server):
+    """A server that returns no logprobs (here: none asked for) still gets verdicts with `parser: auto`, read from
+    the reply and recorded as hard text verdicts; a reply without a verdict letter is unlabeled with the reason."""
+    from rlaif.judge import PairwiseJudge
+
+    config = api_judge_config(vllm_server.url, logprobs=False)
+    config = config.model_copy(update={"verdict": config.verdict.model_copy(update={"parser": "auto"})})
+    with OpenAIBackend(config.backend) as backend:
+        judgments = PairwiseJudge(config, backend).judge(real_pairs()[:4])
+    orders = [o for j in judgments for pv in j.per_principle for o in pv.orders]
+    assert len(orders) == 8 and all(not o.top_logprobs for o in orders), "no logprobs were asked for"
+    read = [o for o in orders if not o.error]
+    assert read, "the 135M judge's short replies start with a verdict letter often enough for some readings"
+    assert all(o.parsed_from == "text" and o.p_first in (0.0, 1.0) and o.text_verdict in ("A", "B") for o in read)
+    assert all(o.error and o.raw_output is not None for o in orders if o not in read)
+    for j in judgments:
+        assert j.labeled or j.reason
