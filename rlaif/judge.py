@@ -18,6 +18,7 @@ from rlaif.backends.base import Backend, Completion, CompletionRequest
 from rlaif.config import EnsembleJudgeConfig, JudgeConfig, load_judge_spec
 from rlaif.errors import ConfigError
 from rlaif.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template, neutralize
+from rlaif.records import TIE_PREFIX as _TIE
 from rlaif.records import CandidatePair, Judgment, Message, OrderVerdict, PrincipleVerdict, content_key
 from rlaif.verdicts import aggregate, calibrate, combine_orders, parse_marked, parse_reply, prefix_through_last_marker, read_verdict
 
@@ -25,7 +26,6 @@ __all__ = ["PairwiseJudge", "EnsembleJudge", "make_judge", "sampling_problem", "
 
 TEXT_REPLY_TOKENS = 8
 """Tokens asked for when the verdict is parsed from a short reply (`text`/`auto` parsers without reasoning)."""
-_TIE = "tie: "
 
 
 def sampling_problem(config: JudgeConfig) -> str | None:
@@ -344,7 +344,7 @@ def _member_p(judgment: Judgment) -> float | None:
     """A member's P(response 1 better): its label, 0.5 for a tie (a real reading), None if it failed."""
     if judgment.labeled:
         return judgment.p_first
-    return 0.5 if (judgment.reason or "").startswith(_TIE) else None
+    return 0.5 if judgment.tie else None
 
 
 def make_judge(spec: str | Path | JudgeConfig | EnsembleJudgeConfig, backends) -> PairwiseJudge | EnsembleJudge:

@@ -2,7 +2,8 @@
 
 Finished labels are appended to `judgments.jsonl` batch by batch. On a rerun every pair whose label is
 already there (same texts, same judge, template and constitution versions) is skipped, so nothing is
-redone or written twice; unlabeled pairs are tried again, since their cause may have been transient.
+redone or written twice; unlabeled pairs are tried again, since their cause may have been transient,
+except ties: the same judge would tie again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def label_pairs(
             duplicates.append(pair.id)
         else:
             unique[key] = pair
-    todo = [p for k, p in unique.items() if not (k in done and done[k].labeled)]
+    todo = [p for k, p in unique.items() if not (k in done and done[k].final)]
     reused = len(unique) - len(todo)
     bar = tqdm(total=len(todo), desc="judging pairs", unit="pair", disable=not progress)
     for start in range(0, len(todo), batch_size):

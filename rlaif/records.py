@@ -26,6 +26,10 @@ __all__ = [
 ]
 
 
+TIE_PREFIX = "tie: "
+"""Reasons that start with this mark a tie (see Judgment.tie)."""
+
+
 def content_key(*parts: Any) -> str:
     """A stable short hash of JSON-serialisable parts: the identity used for caching and resume."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
@@ -162,3 +166,13 @@ class Judgment(_Record):
     @property
     def labeled(self) -> bool:
         return self.p_first is not None and self.reason is None
+
+    @property
+    def tie(self) -> bool:
+        """The judge read both responses as exactly equal: a real reading with no preference, not a failure."""
+        return self.p_first is None and (self.reason or "").startswith(TIE_PREFIX)
+
+    @property
+    def final(self) -> bool:
+        """Nothing to gain by judging again: labeled, or a tie (the same judge would tie again)."""
+        return self.labeled or self.tie

@@ -74,6 +74,15 @@ def test_unlabeled_pairs_are_retried_on_rerun(tmp_path):
     assert len(backend.requests) == 0 and all(j.labeled for j in third.judgments)
 
 
+def test_ties_are_final_and_not_judged_again(tmp_path):
+    run, items = RunFolder(tmp_path), pairs(3)
+    first, backend = label(lambda r: verdict(0.5), run, items)
+    assert len(backend.requests) == 6 and all(j.tie and j.final and not j.labeled for j in first.judgments)
+    assert all(j.reason.startswith("tie: ") for j in first.judgments)
+    again, backend = label(prefers_marker(), run, items)
+    assert len(backend.requests) == 0 and again.reused == 3 and all(j.tie for j in again.judgments)
+
+
 def test_duplicate_pairs_are_judged_once(tmp_path):
     run, items = RunFolder(tmp_path), pairs(3)
     copy = items[1].model_copy(update={"id": "copy-of-1"})

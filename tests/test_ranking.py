@@ -180,11 +180,10 @@ def test_rank_stage_orders_candidates_writes_outputs_and_resumes(tmp_path):
     assert manifest["counts"]["preference_rows"] == 8 and manifest["bradley_terry"]["prior_virtual_games"] == 1.0
     again = fake(stars_judge)
     summary2 = rank_stage(sets, [], [], judge_config(), again, RunFolder(tmp_path), emit="best_worst", progress=False)
-    # label_pairs retries unlabeled judgments, and a tie is one: only the tied pair (x** vs y**) is judged again
-    assert len(again.requests) == 2 and summary2["judged_now"] == 1 and summary2["reused_from_earlier_runs"] == 8
-    assert {shown(r) for r in again.requests} == {("x**", "y**"), ("y**", "x**")}
+    # every comparison is final, the tie (x** vs y**) included: nothing is judged again, nothing is appended
+    assert len(again.requests) == 0 and summary2["judged_now"] == 0 and summary2["reused_from_earlier_runs"] == 9
     assert summary2["preference_rows"] == 2 and summary2["ties"] == 1
-    assert len((tmp_path / JUDGMENTS).read_text().splitlines()) == 10
+    assert len((tmp_path / JUDGMENTS).read_text().splitlines()) == 9
 
 
 def test_rank_stage_counts_unlabeled_comparisons(tmp_path):
