@@ -2,20 +2,18 @@
 
 Finished labels are appended to `judgments.jsonl` batch by batch. On a rerun every pair whose label is
 already there (same texts, same judge, template and constitution versions) is skipped, so nothing is
-redone or written twice; unlabeled pairs are tried again, since their cause may have been transient,
+redone or written twice (rlaif.runfolder.resume_in_batches); unlabeled pairs are tried again, since their cause may have been transient,
 except ties: the same judge would tie again.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
 
 from rlaif.judge import PairwiseJudge
 from rlaif.records import CandidatePair, Judgment
-from rlaif.runfolder import RunFolder
+from rlaif.runfolder import RunFolder, resume_in_batches
 
 __all__ = ["LabelResult", "label_pairs", "JUDGMENTS"]
 
@@ -41,27 +39,7 @@ def latest_judgments(run: RunFolder) -> dict[str, Judgment]:
 def label_pairs(
     pairs: list[CandidatePair], judge: PairwiseJudge, run: RunFolder, batch_size: int = 64, progress: bool = True
 ) -> LabelResult:
-    started = time.perf_counter()
-    done = latest_judgments(run)
-    unique: dict[str, CandidatePair] = {}
-    duplicates = []
-    for pair in pairs:
-        key = judge.key(pair)
-        if key in unique:
-            duplicates.append(pair.id)
-        else:
-            unique[key] = pair
-    todo = [p for k, p in unique.items() if not (k in done and done[k].final)]
-    reused = len(unique) - len(todo)
-    bar = tqdm(total=len(todo), desc="judging pairs", unit="pair", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        judged = judge.judge(batch)
-        run.append(JUDGMENTS, judged)
-        done.update((j.key, j) for j in judged)
-        bar.update(len(batch))
-    bar.close()
-    return LabelResult(
-        judgments=[done[k] for k in unique], judged_now=len(todo), reused=reused,
-        seconds=time.perf_counter() - started, duplicates=duplicates,
-    )
+    done = resume_in_batches(run, JUDGMENTS, Judgment, pairs, judge.key, lambda j: j.final, judge.judge, batch_size,
+                             progress, desc="judging pairs", unit="pair")
+    return LabelResult(judgments=list(done.records.values()), judged_now=done.done_now, reused=done.reused,
+                       seconds=done.seconds, duplicates=done.duplicates)

@@ -13,20 +13,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from tqdm.auto import tqdm
 
 from rlaif.backends.base import Backend, Completion, CompletionRequest
 from rlaif.config import JudgeConfig
 from rlaif.errors import ConfigError
 from rlaif.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
 from rlaif.records import Message, Sample, content_key
-from rlaif.runfolder import RunFolder
+from rlaif.runfolder import RunFolder, resume_in_batches
 
 __all__ = [
     "ScoreItem", "PrincipleScore", "ScoreRecord", "ScoreReading", "PointwiseJudge", "ScoreResult",
@@ -282,26 +280,10 @@ def score_items(items: list[ScoreItem], judge: PointwiseJudge, run: RunFolder, b
     Scored records already there (same texts, same judge fingerprint) are reused; unscored ones are tried
     again, since their cause may have been transient. The latest record per key wins.
     """
-    started = time.perf_counter()
-    done = {r.key: r for r in run.read(SCORES, ScoreRecord)}
-    unique: dict[str, ScoreItem] = {}
-    duplicates = []
-    for item in items:
-        key = judge.key(item)
-        if key in unique:
-            duplicates.append(item.id)
-        else:
-            unique[key] = item
-    todo = [item for key, item in unique.items() if not (key in done and done[key].scored)]
-    bar = tqdm(total=len(todo), desc="scoring responses", unit="response", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        records = judge.score(todo[start : start + batch_size])
-        run.append(SCORES, records)
-        done.update((r.key, r) for r in records)
-        bar.update(len(records))
-    bar.close()
-    return ScoreResult(records=[done[k] for k in unique], items=list(unique.values()), scored_now=len(todo),
-                       reused=len(unique) - len(todo), seconds=time.perf_counter() - started, duplicates=duplicates)
+    done = resume_in_batches(run, SCORES, ScoreRecord, items, judge.key, lambda r: r.scored, judge.score, batch_size,
+                             progress, desc="scoring responses", unit="response")
+    return ScoreResult(records=list(done.records.values()), items=list(done.items.values()), scored_now=done.done_now,
+                       reused=done.reused, seconds=done.seconds, duplicates=done.duplicates)
 
 
 def pair_probability(score_chosen: float, score_rejected: float, scale: float = 1.0) -> float:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from rlaif.errors import InputError
 
-__all__ = ["RunFolder", "RowError", "read_rows"]
+__all__ = ["RunFolder", "RowError", "read_rows", "Resumed", "resume_in_batches"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -127,3 +129,51 @@ class RunFolder:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+@dataclass
+class Resumed:
+    """What `resume_in_batches` did: the latest record per distinct item key, and what was new or reused."""
+
+    records: dict[str, Any]
+    """Latest record per key, for every distinct item (in input order)."""
+    items: dict[str, Any]
+    """The distinct items by key, in input order."""
+    done_now: int
+    reused: int
+    seconds: float
+    duplicates: list[str] = field(default_factory=list)
+
+
+def resume_in_batches(
+    run: RunFolder, name: str, model: type[T], items: Iterable, key: Callable[[Any], str],
+    finished: Callable[[Any], bool], work: Callable[[list], list], batch_size: int, progress: bool,
+    desc: str, unit: str,
+) -> Resumed:
+    """The resumable stage loop: items whose key already has a `finished` record in `name` are reused; the
+    rest go through `work` batch by batch, each finished batch appended to `name` before the next starts, so a
+    killed run loses at most one batch. Items sharing a key are done once (their ids are listed as
+    duplicates). The latest record per key wins."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    done = {r.key: r for r in run.read(name, model)}
+    unique: dict[str, Any] = {}
+    duplicates = []
+    for item in items:
+        k = key(item)
+        if k in unique:
+            duplicates.append(item.id)
+        else:
+            unique[k] = item
+    todo = [item for k, item in unique.items() if not (k in done and finished(done[k]))]
+    bar = tqdm(total=len(todo), desc=desc, unit=unit, disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        records = work(batch)
+        run.append(name, records)
+        done.update((r.key, r) for r in records)
+        bar.update(len(batch))
+    bar.close()
+    return Resumed(records={k: done[k] for k in unique}, items=unique, done_now=len(todo),
+                   reused=len(unique) - len(todo), seconds=time.perf_counter() - started, duplicates=duplicates)
