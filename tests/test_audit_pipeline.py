@@ -11,7 +11,9 @@ import pytest
 from rlaif.audit.gold import GoldItem, GoldMapping, load_gold
 from rlaif.backends import Choice, Completion, FakeBackend
 
-GOLD_DIR = Path(__file__).resolve().parents[2] / "shared" / "gold"
+GOLD_DIR = Path(__file__).resolve().parent / "data" / "gold"  # vendored subsets (tests/data/gold/README.md)
+PANDALM = GOLD_DIR / "pandalm" / "testset-v1-subset.json"
+LLMBAR = GOLD_DIR / "llmbar" / "LLMBar_Natural-subset.json"
 
 
 def _write(path: Path, rows) -> Path:
@@ -20,15 +22,15 @@ def _write(path: Path, rows) -> Path:
 
 
 def test_pandalm_and_llmbar_importers():
-    items, bad = load_gold(GOLD_DIR / "pandalm" / "testset-v1.json")
-    assert len(items) + len(bad) == 999 and len(items) > 950
+    items, bad = load_gold(PANDALM)
+    assert len(items) == 45 and len(bad) == 6
     assert all(len(i.annotators) == 3 for i in items)
     first = items[0]
     assert first.id == "pandalm-0" and first.label == "B" and first.annotators == ["B", "B", "B"] and first.category == "Grammarly"
     assert "Rewrite the sentence" in first.prompt and "If you have any questions about my rate" in first.prompt
     assert all("valid string" in b.error for b in bad), "only the rows with a null response are rejected"
-    items, bad = load_gold(GOLD_DIR / "llmbar" / "LLMBar_Natural.json")
-    assert len(items) == 100 and not bad and {i.label for i in items} == {"A", "B"}
+    items, bad = load_gold(LLMBAR)
+    assert len(items) == 30 and not bad and {i.label for i in items} == {"A", "B"}
 
 
 def test_canonical_and_mapped_with_bad_rows(tmp_path):
@@ -133,7 +135,7 @@ def test_audit_real_judge_on_gold_subset(vllm_backend, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
     out = tmp_path / "audit"
-    code = cli.main(["audit", "--gold", str(GOLD_DIR / "llmbar" / "LLMBar_Natural.json"), "--limit", "6", "--out", str(out),
+    code = cli.main(["audit", "--gold", str(LLMBAR), "--limit", "6", "--out", str(out),
                      "--bootstrap", "200", "--quiet"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
