@@ -40,7 +40,7 @@ def main() -> None:
     from bench_label import make_pairs
 
     from rlaif.config import load_judge_config
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
 
     config = load_judge_config("smollm2-pairwise")
     pairs, seconds = None, {"chunked_prefill_off": [], "chunked_prefill_on": []}

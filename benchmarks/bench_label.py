@@ -21,8 +21,8 @@ VERDICT_RE = re.compile(r"\b([AB])\b")
 
 def make_pairs(backend, n_pairs: int):
     from rlaif.config import PolicyConfig, RunConfig
-    from rlaif.generate import iter_samples, make_pairs
-    from rlaif.pipeline import load_prompts
+    from rlaif.stages.generate import iter_samples, make_pairs
+    from rlaif.stages.run import load_prompts
 
     prompts, _ = load_prompts(RunConfig())
     policy = PolicyConfig(n=2, max_tokens=128, seed=2026)
@@ -70,7 +70,7 @@ def main() -> None:
 
     from rlaif.backends.vllm_backend import VLLMBackend
     from rlaif.config import load_judge_config
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
     from rlaif.models import resolve_model
 
     config = load_judge_config(args.judge)

@@ -3,31 +3,45 @@
     PromptItem -> Sample -> CandidatePair -> Judgment -> (PreferenceRow | Unlabeled)
 
 Every record is a small pydantic model; stages take records in and give records out, and only the
-CLI and the run folder read or write files.
+CLI and the run folder read or write files. `Provenance` is the block every judge-made record carries
+(and every preference row repeats); `Judgment.outcome` is the one definition of a tie.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "Record",
+    "non_blank",
     "Message",
     "PromptItem",
     "Sample",
     "CandidatePair",
     "OrderVerdict",
     "PrincipleVerdict",
+    "Provenance",
     "Judgment",
     "content_key",
+    "reason_kind",
+    "TIE_PREFIX",
 ]
 
 
 TIE_PREFIX = "tie: "
 """Reasons that start with this mark a tie (see Judgment.tie)."""
+
+
+def reason_kind(reason: str | None) -> str:
+    """A short category of a reason, for summaries and counts:
+    'helpfulness: order 12: prompt too long: 3000 tokens ...' -> 'prompt too long'."""
+    text = re.sub(r"^[\w-]+: (order \d+: )?", "", reason or "unknown")
+    return text.split(";")[0].split(":")[0].strip()
 
 
 def content_key(*parts: Any) -> str:
@@ -36,34 +50,37 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-class _Record(BaseModel):
+class Record(BaseModel):
+    """Base of every record: frozen, and an unknown field is an error."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _non_blank(value: str) -> str:
+def non_blank(value: str) -> str:
+    """A field validator: the text must not be empty or only whitespace."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
     return value
 
 
-class Message(_Record):
+class Message(Record):
     """One chat message."""
 
     role: Literal["system", "user", "assistant"]
     content: str
 
 
-class PromptItem(_Record):
+class PromptItem(Record):
     """An instruction prompt to sample policy responses for."""
 
     id: str
     prompt: str
     category: str | None = None
 
-    _check_prompt = field_validator("prompt")(_non_blank)
+    _check_prompt = field_validator("prompt")(non_blank)
 
 
-class Sample(_Record):
+class Sample(Record):
     """One policy response to a prompt."""
 
     prompt_id: str
@@ -75,7 +92,7 @@ class Sample(_Record):
     tokens: int = 0
 
 
-class CandidatePair(_Record):
+class CandidatePair(Record):
     """Two responses to the same prompt, to be compared by the judge."""
 
     id: str
@@ -84,7 +101,7 @@ class CandidatePair(_Record):
     response_2: str
     source: dict[str, Any] = Field(default_factory=dict)
 
-    _check_texts = field_validator("id", "prompt", "response_1", "response_2")(_non_blank)
+    _check_texts = field_validator("id", "prompt", "response_1", "response_2")(non_blank)
 
     @property
     def key(self) -> str:
@@ -92,7 +109,7 @@ class CandidatePair(_Record):
         return content_key(self.prompt, self.response_1, self.response_2)
 
 
-class OrderVerdict(_Record):
+class OrderVerdict(Record):
     """The judge's reading of one presentation order under one principle."""
 
     order: Literal["12", "21"]
@@ -119,7 +136,7 @@ class OrderVerdict(_Record):
     """Self-consistency: which of the N samples this is."""
 
 
-class PrincipleVerdict(_Record):
+class PrincipleVerdict(Record):
     """Both orders under one principle, combined."""
 
     principle_id: str
@@ -129,13 +146,11 @@ class PrincipleVerdict(_Record):
     error: str | None = None
 
 
-class Judgment(_Record):
-    """The judge's final word on one pair: labeled (p_first set) or unlabeled (reason set)."""
+class Provenance(Record):
+    """What produced a label: the judge, its model and backend, the template and constitution (with their
+    versions) and the principles it was judged under. Every judge-made record carries these fields, and every
+    preference row repeats them as columns (`columns()`)."""
 
-    key: str
-    """Identity of (pair texts, judge config, template version, constitution version): the resume key."""
-    pair_id: str
-    pair_key: str
     judge: str
     model: str
     backend: str
@@ -143,6 +158,25 @@ class Judgment(_Record):
     template_version: str
     constitution_version: str
     principle_ids: list[str]
+
+    def provenance(self) -> Provenance:
+        """Just the provenance fields of a record that carries them."""
+        return Provenance(**{name: getattr(self, name) for name in Provenance.model_fields})
+
+    def columns(self) -> dict[str, Any]:
+        """The provenance columns of a preference row."""
+        return {"judge": self.judge, "judge_model": self.model, "judge_backend": self.backend, "template": self.template,
+                "template_version": self.template_version, "constitution_version": self.constitution_version,
+                "principle_ids": list(self.principle_ids)}
+
+
+class Judgment(Provenance):
+    """The judge's final word on one pair: labeled (p_first set), a tie, or unlabeled (reason set)."""
+
+    key: str
+    """Identity of (pair texts, judge config, template version, constitution version): the resume key."""
+    pair_id: str
+    pair_key: str
     per_principle: list[PrincipleVerdict]
     p_first: float | None = None
     orders_agree: bool | None = None
@@ -158,7 +192,7 @@ class Judgment(_Record):
     """Standard deviation of the readable `component_p` (how much the samples or members disagree)."""
     vote_share: float | None = None
     """Share of the readable `component_p` preferring response 1 (an exact 0.5 counts half)."""
-    members: list["Judgment"] = Field(default_factory=list)
+    members: list[Judgment] = Field(default_factory=list)
     """Ensembles: each member judge's own judgment of the pair."""
     failed_members: list[str] = Field(default_factory=list)
     """Ensembles: members that gave no usable reading for this pair (their reasons are in `members`)."""
@@ -176,3 +210,16 @@ class Judgment(_Record):
     def final(self) -> bool:
         """Nothing to gain by judging again: labeled, or a tie (the same judge would tie again)."""
         return self.labeled or self.tie
+
+    @property
+    def outcome(self) -> float | None:
+        """P(response_1 better) as every consumer reads it: the label, 0.5 for a tie (a real reading with no
+        preference: ranking counts it as half a win, the audit as a tie verdict), None when unlabeled."""
+        if self.labeled:
+            return self.p_first
+        return 0.5 if self.tie else None
+
+    def order_verdicts(self) -> list[OrderVerdict]:
+        """Every order reading behind this judgment, ensemble members' included."""
+        own = [o for pv in self.per_principle for o in pv.orders]
+        return own + [o for member in self.members for o in member.order_verdicts()]

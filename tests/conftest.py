@@ -54,6 +54,9 @@ class CountingBackend:
         self.requests += len(requests)
         return self.inner.complete(requests)
 
+    def stats(self):
+        return self.inner.stats()
+
     def close(self):
         pass
 

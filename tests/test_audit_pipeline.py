@@ -10,6 +10,7 @@ import pytest
 
 from rlaif.audit.gold import GoldItem, GoldMapping, load_gold
 from rlaif.backends import Choice, Completion, FakeBackend
+from rlaif.backends import SharedBackend
 
 GOLD_DIR = Path(__file__).resolve().parent / "data" / "gold"  # vendored subsets (tests/data/gold/README.md)
 PANDALM = GOLD_DIR / "pandalm" / "testset-v1-subset.json"
@@ -49,8 +50,8 @@ def _fake_label_run(tmp_path, gold: list[GoldItem]):
     """A real `label_stage` run folder made by a judge that prefers the response containing 'good'."""
     from rlaif.audit.judging import gold_pair
     from rlaif.config import load_judge_config
-    from rlaif.pipeline import label_stage
-    from rlaif.runfolder import RunFolder
+    from rlaif.stages.label import label_stage
+    from rlaif.store.runfolder import RunFolder
 
     def handler(request):
         user = request.messages[-1].content
@@ -61,7 +62,7 @@ def _fake_label_run(tmp_path, gold: list[GoldItem]):
         return Completion(choices=[Choice(text="A", logprobs=[{"A": math.log(p_a), "B": math.log(1 - p_a)}], tokens=1)])
 
     run = tmp_path / "labels"
-    label_stage([gold_pair(g) for g in gold], load_judge_config("smollm2-pairwise"), FakeBackend(handler), RunFolder(run),
+    label_stage([gold_pair(g) for g in gold], load_judge_config("smollm2-pairwise"), SharedBackend(FakeBackend(handler)), RunFolder(run),
                 batch_size=4, progress=False)
     return run
 
@@ -157,7 +158,7 @@ def test_audit_recovers_known_accuracy_and_miscalibration():
     from rlaif.audit.compute import compute_audit
     from rlaif.audit.judging import AuditRecord, gold_pair
     from rlaif.config import load_judge_config
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
 
     rng = np.random.default_rng(7)
     z = rng.normal(0, 1.5, size=800)

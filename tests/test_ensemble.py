@@ -10,10 +10,10 @@ import pytest
 import yaml
 from fakes import MARKER, fake, judge_config, pair, shown, verdict
 
-from rlaif.backends import Completion
+from rlaif.backends import BackendStats, Completion
 from rlaif.config import EnsembleConfig, EnsembleJudgeConfig, load_judge_config, load_judge_spec
 from rlaif.errors import ConfigError
-from rlaif.judge import EnsembleJudge, PairwiseJudge, make_judge
+from rlaif.judging import EnsembleJudge, PairwiseJudge, make_judge
 
 
 def member(name: str, p_marker: float | None):
@@ -84,11 +84,15 @@ class FakePool:
     """Stands in for BackendPool: one fake backend per backend config asked for."""
 
     def __init__(self, handler):
-        self.handler, self.asked = handler, []
+        self.handler, self.asked, self.opened = handler, [], []
 
     def get(self, config):
         self.asked.append(config)
-        return fake(self.handler)
+        self.opened.append(fake(self.handler))
+        return self.opened[-1]
+
+    def stats(self):
+        return sum((b.stats() for b in self.opened), BackendStats())
 
 
 def test_make_judge_builds_the_shipped_ensemble_with_a_backend_per_member():
@@ -126,8 +130,8 @@ def test_validate_rejects_bad_ensembles(tmp_path, capsys, data, problem):
 def test_label_stage_with_an_ensemble_writes_members_and_resumes(tmp_path):
     from datasets import load_from_disk
 
-    from rlaif.pipeline import label_stage
-    from rlaif.runfolder import RunFolder
+    from rlaif.stages.label import label_stage
+    from rlaif.store.runfolder import RunFolder
 
     spec = EnsembleJudgeConfig(name="e", ensemble=EnsembleConfig(members=["smollm2-pairwise", "smollm2-pairwise-reasoning"]))
 

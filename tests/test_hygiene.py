@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from rlaif.audit.hygiene import AdversarialItem, flip_report, frame_intact, hygiene_pairs, load_adversarial, run_hygiene
 from rlaif.backends import Choice, Completion, FakeBackend
-from rlaif.hygiene import AdversarialItem, flip_report, frame_intact, hygiene_pairs, load_adversarial, run_hygiene
-from rlaif.judge import PairwiseJudge
+from rlaif.judging.pairwise import PairwiseJudge
 
 
 def _judge(handler):
@@ -41,7 +41,7 @@ def test_shipped_set_and_every_frame_survives():
 
 def test_frame_check_fails_without_the_untrusted_filter(monkeypatch):
     """The frame check is not vacuous: with the filter disabled, injected markers and tokens are caught."""
-    from rlaif import prompting
+    from rlaif.judging import prompting
 
     items, injections, _ = load_adversarial()
     judge = _judge(_gullible)

@@ -8,8 +8,8 @@ import pytest
 from fakes import MARKER, always_a, fake, judge_config, pair, prefers_marker, shown, system_text, verdict
 
 from rlaif.backends import Choice, Completion
-from rlaif.judge import PairwiseJudge
-from rlaif.prompting import load_constitution
+from rlaif.judging.pairwise import PairwiseJudge
+from rlaif.judging.prompting import load_constitution
 
 
 def make(handler, **config):

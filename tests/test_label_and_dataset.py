@@ -8,14 +8,15 @@ import pytest
 from fakes import MARKER, fake, judge_config, pair, prefers_marker, shown, verdict
 
 from rlaif.backends import Completion
-from rlaif.dataset import PROVENANCE_COLUMNS
 from rlaif.errors import InputError
-from rlaif.generate import make_pairs
-from rlaif.judge import PairwiseJudge
-from rlaif.label import JUDGMENTS, label_pairs
-from rlaif.pipeline import label_stage
+from rlaif.judging.pairwise import PairwiseJudge
 from rlaif.records import CandidatePair, Judgment, Sample
-from rlaif.runfolder import RunFolder, read_rows
+from rlaif.stages.generate import make_pairs
+from rlaif.stages.label import JUDGMENTS, label_pairs
+from rlaif.stages.label import label_stage
+from rlaif.store.rows import PROVENANCE_COLUMNS
+from rlaif.store.runfolder import RunFolder, read_rows
+from rlaif.backends import SharedBackend
 
 
 def pairs(n=5):
@@ -103,7 +104,7 @@ def test_label_stage_writes_trl_dataset_and_side_files(tmp_path):
     run = RunFolder(tmp_path / "run")
     items = [*pairs(4), pair(9, prompt="UNREADABLE question")]
     skipped = [{"pair_id": "p:0-1", "reason": "identical responses"}]
-    summary = label_stage(items, judge_config(), fake(_mostly_readable), run, batch_size=2, skipped=skipped, progress=False)
+    summary = label_stage(items, judge_config(), SharedBackend(fake(_mostly_readable)), run, batch_size=2, skipped=skipped, progress=False)
 
     ds = load_from_disk(str(tmp_path / "run" / "dataset"))
     assert {"prompt", "chosen", "rejected", *PROVENANCE_COLUMNS} <= set(ds.column_names)
@@ -127,11 +128,14 @@ def test_label_stage_writes_trl_dataset_and_side_files(tmp_path):
     counts = manifest["counts"]
     assert (counts["pairs"], counts["labeled"], counts["unlabeled"], counts["judged_now"]) == (5, 4, 2, 5)
     assert counts["unlabeled_reasons"] == {"no verdict token (A/B) in the top 1 logprobs": 1, "identical responses": 1}
-    assert counts["orders_agree_rate"] == 1.0 and summary == counts
+    assert counts["orders_agree_rate"] == 1.0 and {k: v for k, v in summary.items() if k != "backend_stats"} == counts
+    # the fake backend answers the stats every backend keeps: 5 pairs x 2 orders, all answered
+    assert manifest["backend_stats"] == summary["backend_stats"]
+    assert (summary["backend_stats"]["requests"], summary["backend_stats"]["failed"]) == (10, 0)
     assert manifest["template"]["version"] == "pairwise-2026.11-1" and manifest["judge"]["name"] == "test-judge"
     assert len((run.path / "preferences.jsonl").read_text().splitlines()) == 4
 
-    again = label_stage(items, judge_config(), fake(_mostly_readable), run, batch_size=2, progress=False)
+    again = label_stage(items, judge_config(), SharedBackend(fake(_mostly_readable)), run, batch_size=2, progress=False)
     assert again["judged_now"] == 1 and again["reused_from_earlier_runs"] == 4 and again["labeled"] == 4
     assert len(load_from_disk(str(tmp_path / "run" / "dataset"))) == 4
 
@@ -140,7 +144,7 @@ def test_label_stage_with_no_labeled_pair_writes_empty_dataset(tmp_path):
     from datasets import load_from_disk
 
     run = RunFolder(tmp_path / "run")
-    summary = label_stage(pairs(2), judge_config(), fake(lambda r: verdict(0.5)), run, batch_size=2, progress=False)
+    summary = label_stage(pairs(2), judge_config(), SharedBackend(fake(lambda r: verdict(0.5))), run, batch_size=2, progress=False)
     assert summary["labeled"] == 0 and summary["unlabeled"] == 2
     ds = load_from_disk(str(tmp_path / "run" / "dataset"))
     assert len(ds) == 0 and {"prompt", "chosen", "rejected", *PROVENANCE_COLUMNS} <= set(ds.column_names)

@@ -30,7 +30,7 @@ def _fake(request):
 
 
 def _loop_config(tiny, prompts_file):
-    from rlaif.loop import LoopConfig
+    from rlaif.train.loop import LoopConfig
 
     return LoopConfig.model_validate({
         "prompts": str(prompts_file), "eval": {"prompts": 4, "max_new_tokens": 8},
@@ -43,7 +43,8 @@ def _loop_config(tiny, prompts_file):
 
 
 def test_loop_runs_resumes_and_reports(tiny, tmp_path, monkeypatch):
-    from rlaif import loop, pipeline
+    from rlaif.backends import pool as pipeline
+    from rlaif.train import loop
     from rlaif.train import ppo
 
     backend = FakeBackend(_fake)
@@ -82,7 +83,7 @@ def test_loop_runs_resumes_and_reports(tiny, tmp_path, monkeypatch):
 
 
 def _preference_dataset(path):
-    from rlaif.dataset import build_dataset
+    from rlaif.store.datasets import build_dataset
 
     rows = []
     for i in range(8):
@@ -120,7 +121,8 @@ def test_cli_dpo_on_tiny_model(tiny, tmp_path, capsys):
 
 @pytest.mark.vllm
 def test_cli_grpo_with_the_real_judge_as_reward(tiny, vllm_backend, tmp_path, monkeypatch):
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends import pool as pipeline
 
     monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
     prompts = tmp_path / "prompts.jsonl"
@@ -139,7 +141,7 @@ def test_cli_grpo_with_the_real_judge_as_reward(tiny, vllm_backend, tmp_path, mo
 @pytest.mark.slow
 def test_loop_on_the_embedded_model(tmp_path):
     """The shipped loop config, end to end on the embedded model (minutes on a CPU)."""
-    from rlaif.loop import load_loop_config, run_loop
+    from rlaif.train.loop import load_loop_config, run_loop
 
     state = run_loop(load_loop_config("loop").model_copy(update={"train_limit": 12}), tmp_path / "loop", progress=False)
     assert list(state["done"])[-1] == "evaluation"
@@ -147,7 +149,7 @@ def test_loop_on_the_embedded_model(tmp_path):
 
 
 def test_win_rate_counts_identical_responses_as_ties():
-    from rlaif.evaluate import win_rate
+    from rlaif.train.evaluate import win_rate
 
     w = win_rate([0.9, 0.2, None, None], identical=1)
     assert (w["wins"], w["losses"], w["identical"], w["unlabeled"]) == (1, 1, 1, 1)

@@ -15,6 +15,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from faultproxy import FaultProxy
 
 from rlaif.backends import open_backend
 from rlaif.backends.base import CompletionRequest
@@ -22,7 +23,7 @@ from rlaif.backends.openai_backend import OpenAIBackend
 from rlaif.config import OpenAIBackendConfig
 from rlaif.errors import BackendError
 from rlaif.records import Message
-from faultproxy import FaultProxy
+from rlaif.backends import SharedBackend
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -156,7 +157,7 @@ def test_key_is_sent_but_never_shown(stub, monkeypatch):
     backend = OpenAIBackend(config)
     backend.complete([request()])
     assert stub.requests[-1][1]["authorization"] == f"Bearer {SECRET}"
-    shown = [repr(backend), repr(config), config.model_dump_json(), json.dumps(backend.stats)]
+    shown = [repr(backend), repr(config), config.model_dump_json(), backend.stats().model_dump_json()]
     assert all(SECRET not in text for text in shown) and "RLAIF_TEST_KEY" in repr(backend)
     # A server that echoes the key in an error body: the key is scrubbed from the recorded error.
     stub.responder = lambda b, h: (400, {"error": {"message": f"bad key {h['authorization']}"}}, {})
@@ -182,7 +183,7 @@ def test_each_fault_kind_is_retried_and_counted(stub):
         [completion] = backend.complete([request()])
     assert completion.error is None and completion.choices[0].logprobs[0]["A"] == -0.1
     assert proxy.injected == Counter(rate_limit=1, server_error=1, stall=1, cut=1, malformed=1)
-    stats = backend.stats
+    stats = backend.stats().model_dump()
     assert stats["retries"] == {"rate_limit": 1, "server_error": 1, "timeout": 1, "connection": 1, "malformed": 1}
     assert stats["attempts"] == 6 and stats["succeeded"] == 1 and stats["failed"] == 0 and stats["failures"] == {}
     assert sleep.waits[0] == 1.0, "the 429's Retry-After: 1 is the wait"
@@ -217,7 +218,7 @@ def test_other_client_errors_are_not_retried(status):
     assert completion.choices == [] and str(status) in completion.error and "not retried" in completion.error
     assert "you asked for something impossible" in completion.error
     assert len(server.requests) == 1 and sleep.waits == []
-    assert backend.stats["failures"] == {"client_error": 1} and backend.stats["retries"] == {}
+    assert backend.stats().failures == {"client_error": 1} and backend.stats().retries == {}
 
 
 def test_attempts_run_out_into_an_error_completion():
@@ -231,7 +232,7 @@ def test_attempts_run_out_into_an_error_completion():
         assert completion.choices == []
         assert completion.error.startswith("gave up after 3 attempts in ") and "(max_attempts used up): last error 503" in completion.error
     assert len(server.requests) == 6
-    assert backend.stats["retries"] == {"server_error": 4} and backend.stats["failures"] == {"server_error": 2}
+    assert backend.stats().retries == {"server_error": 4} and backend.stats().failures == {"server_error": 2}
 
 
 def test_budget_runs_out_into_an_error_completion():
@@ -278,14 +279,14 @@ def test_malformed_bodies_are_retried(payload):
         [completion] = backend.complete([request()])
     finally:
         server.close()
-    assert completion.error is None and backend.stats["retries"] == {"malformed": 1}
+    assert completion.error is None and backend.stats().retries == {"malformed": 1}
 
 
 def test_label_stage_reports_backend_stats(tmp_path):
     from rlaif.config import load_judge_config
-    from rlaif.pipeline import label_stage
     from rlaif.records import CandidatePair
-    from rlaif.runfolder import RunFolder
+    from rlaif.stages.label import label_stage
+    from rlaif.store.runfolder import RunFolder
 
     def prefers_yes(body, headers):  # a consistent judge: the response "Yes." wins in either order
         yes_first = "[BEGIN RESPONSE A]\nYes." in body["messages"][-1]["content"]
@@ -297,7 +298,7 @@ def test_label_stage_reports_backend_stats(tmp_path):
             judge = load_judge_config("smollm2-pairwise-api")
             judge = judge.model_copy(update={"backend": make_config(proxy.url, model="smollm2-135m-instruct")})
             pairs = [CandidatePair(id=f"p{i}", prompt=f"Question {i}?", response_1="Yes.", response_2="No.") for i in range(3)]
-            summary = label_stage(pairs, judge, OpenAIBackend(judge.backend), RunFolder(tmp_path), batch_size=2, progress=False)
+            summary = label_stage(pairs, judge, SharedBackend(OpenAIBackend(judge.backend)), RunFolder(tmp_path), batch_size=2, progress=False)
     finally:
         server.close()
     stats = summary["backend_stats"]
@@ -360,18 +361,18 @@ FAULT_KIND = {"rate_limit": "rate_limit", "server_error": "server_error", "cut":
 @pytest.fixture(scope="module")
 def server_labels(vllm_server):
     """The no-fault labels: every real pair judged straight through the server."""
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
 
     config = api_judge_config(vllm_server.url)
     with OpenAIBackend(config.backend) as backend:
         judgments = PairwiseJudge(config, backend).judge(real_pairs())
-        assert backend.stats["retries"] == {} and backend.stats["failed"] == 0
+        assert backend.stats().retries == {} and backend.stats().failed == 0
     return {j.pair_id: j for j in judgments}
 
 
 @pytest.mark.vllm
 def test_server_and_in_process_engine_agree(vllm_backend, judge_config, server_labels, vllm_server):
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
 
     pairs = real_pairs()[:6]
     local = {j.pair_id: j for j in PairwiseJudge(judge_config, vllm_backend).judge(pairs)}
@@ -397,8 +398,8 @@ def _rows(path):
 
 @pytest.mark.vllm
 def test_labeling_through_faults_matches_the_fault_free_labels(vllm_server, server_labels, tmp_path):
-    from rlaif.pipeline import label_stage
-    from rlaif.runfolder import RunFolder
+    from rlaif.stages.label import label_stage
+    from rlaif.store.runfolder import RunFolder
 
     pairs, run = real_pairs(), RunFolder(tmp_path)
     schedule = ["ok", "rate_limit", "ok", "server_error", "ok", "ok", "cut", "ok", "malformed", "ok", "stall", "ok"]
@@ -406,7 +407,7 @@ def test_labeling_through_faults_matches_the_fault_free_labels(vllm_server, serv
         config = api_judge_config(f"{proxy.url}/v1", timeout_s=6, max_concurrency=2, item_budget_s=120,
                                   backoff_initial_s=0.2, backoff_max_s=2)
         with OpenAIBackend(config.backend) as backend:
-            first = label_stage(pairs, config, backend, run, batch_size=8, progress=False)
+            first = label_stage(pairs, config, SharedBackend(backend), run, batch_size=8, progress=False)
         injected = Counter(proxy.injected)
         lines_after_first = len(_rows(tmp_path / "judgments.jsonl"))
 
@@ -428,8 +429,8 @@ def test_labeling_through_faults_matches_the_fault_free_labels(vllm_server, serv
 
         # a rerun into the same folder redoes only what is unlabeled
         with OpenAIBackend(config.backend) as again_backend:
-            again = label_stage(pairs, config, again_backend, run, batch_size=8, progress=False)
-            assert again_backend.stats["requests"] == 2 * first["unlabeled"]
+            again = label_stage(pairs, config, SharedBackend(again_backend), run, batch_size=8, progress=False)
+            assert again_backend.stats().requests == 2 * first["unlabeled"]
     assert again["reused_from_earlier_runs"] == first["labeled"] and again["judged_now"] == first["unlabeled"]
     judgments = _rows(tmp_path / "judgments.jsonl")
     assert len(judgments) == lines_after_first + first["unlabeled"]
@@ -450,7 +451,7 @@ def test_labeling_through_faults_matches_the_fault_free_labels(vllm_server, serv
 def test_server_without_logprobs_falls_back_to_the_written_verdict(vllm_server):
     """A server that returns no logprobs (here: none asked for) still gets verdicts with `parser: auto`, read from
     the reply and recorded as hard text verdicts; a reply without a verdict letter is unlabeled with the reason."""
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
 
     config = api_judge_config(vllm_server.url, logprobs=False)
     config = config.model_copy(update={"verdict": config.verdict.model_copy(update={"parser": "auto"})})

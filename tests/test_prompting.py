@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from rlaif.errors import ConfigError
-from rlaif.prompting import JudgeTemplate, load_constitution, load_template, neutralize
+from rlaif.judging.prompting import JudgeTemplate, load_constitution, load_template, neutralize
 
 PRINCIPLE = {"id": "helpfulness", "name": "Helpfulness", "text": "Prefer the response that does the task well."}
 VARS = dict(principle=PRINCIPLE, prompt="What is 2+2?", response_a="It is 4.", response_b="It is 5.")

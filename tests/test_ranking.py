@@ -7,17 +7,23 @@ import math
 
 import numpy as np
 import pytest
-from fakes import fake, judge_config, shown, verdict
+from fakes import MARKER, fake, judge_config, pair, shown, verdict
 
 from rlaif.backends import Completion
-from rlaif.label import JUDGMENTS
-from rlaif.modes_commands import rank_stage
-from rlaif.ranking import (
-    CandidateInput, CandidateSet, candidate_pairs, comparison_matrix, components, emit_rows, fit_bradley_terry,
-    group_candidates, judgment_outcome, rank_set,
-)
+from rlaif.stages.rank import rank_stage
 from rlaif.records import Judgment, PrincipleVerdict
-from rlaif.runfolder import RunFolder, read_rows
+from rlaif.stages.label import JUDGMENTS
+from rlaif.stages.bradley_terry import comparison_matrix, components, fit_bradley_terry
+from rlaif.stages.rank import (
+    CandidateInput,
+    CandidateSet,
+    candidate_pairs,
+    emit_rows,
+    group_candidates,
+    rank_set,
+)
+from rlaif.store.runfolder import RunFolder, read_rows
+from rlaif.backends import SharedBackend
 
 TRUE = np.array([0.25, 4.0, 1.0, 0.5, 2.0])  # candidate 1 strongest, then 4, 2, 3, 0
 
@@ -68,10 +74,10 @@ def judgment(p_first=None, reason=None, per_principle_p=(None,), errors=(None,))
 
 
 def test_ties_and_unlabeled_comparisons_are_told_apart_and_counted():
-    assert judgment_outcome(judgment(p_first=0.7, per_principle_p=(0.7,))) == 0.7
+    assert judgment(p_first=0.7, per_principle_p=(0.7,)).outcome == 0.7
     tie = judgment(reason="tie: the judge gave both responses exactly equal probability", per_principle_p=(0.6, 0.4), errors=(None, None))
-    assert judgment_outcome(tie) == 0.5
-    assert judgment_outcome(judgment(reason="helpfulness: prompt too long", errors=("prompt too long",))) is None
+    assert tie.outcome == 0.5
+    assert judgment(reason="helpfulness: prompt too long", errors=("prompt too long",)).outcome is None
     wins, used = comparison_matrix(3, [(0, 1, 0.8), (0, 2, 0.5), (1, 2, None)])
     assert used == {"used": 2, "ties": 1, "unlabeled": 1}
     assert wins[0, 1] == pytest.approx(0.8) and wins[1, 0] == pytest.approx(0.2) and wins[0, 2] == wins[2, 0] == 0.5
@@ -96,7 +102,7 @@ def ranked(outcomes: dict[tuple[int, int], float | None], k: int):
     for pair in candidate_pairs(cset):
         p = outcomes[tuple(pair.source["candidates"])]
         judgments.append(judgment(p_first=p, per_principle_p=(p,)) if p not in (None, 0.5)
-                         else judgment(reason="tie", per_principle_p=(0.5,)) if p == 0.5
+                         else judgment(reason="tie: the judge gave both responses exactly equal probability", per_principle_p=(0.5,)) if p == 0.5
                          else judgment(reason="x: unreadable", errors=("unreadable",)))
     ranking = rank_set(cset, judgments)
     direct = {tuple(p.source["candidates"]): j for p, j in zip(candidate_pairs(cset), judgments)}
@@ -167,7 +173,7 @@ def test_rank_stage_orders_candidates_writes_outputs_and_resumes(tmp_path):
     sets = [CandidateSet(id="s1", prompt="Q1?", candidate_ids=["s1:0", "s1:1", "s1:2"], responses=["*", "***", "**"]),
             CandidateSet(id="s2", prompt="Q2?", candidate_ids=list("abcd"), responses=["x", "x**", "y**", "z****"])]
     backend = fake(stars_judge)
-    summary = rank_stage(sets, [], [], judge_config(), backend, RunFolder(tmp_path), batch_size=2, emit="all", progress=False)
+    summary = rank_stage(sets, [], [], judge_config(), SharedBackend(backend), RunFolder(tmp_path), batch_size=2, emit="all", progress=False)
     assert len(backend.requests) == 2 * (3 + 6)
     assert summary["comparisons"] == 9 and summary["ties"] == 1 and summary["preference_rows"] == 3 + 5
     rankings = [json.loads(line) for line in (tmp_path / "rankings.jsonl").read_text().splitlines()]
@@ -179,7 +185,7 @@ def test_rank_stage_orders_candidates_writes_outputs_and_resumes(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["counts"]["preference_rows"] == 8 and manifest["bradley_terry"]["prior_virtual_games"] == 1.0
     again = fake(stars_judge)
-    summary2 = rank_stage(sets, [], [], judge_config(), again, RunFolder(tmp_path), emit="best_worst", progress=False)
+    summary2 = rank_stage(sets, [], [], judge_config(), SharedBackend(again), RunFolder(tmp_path), emit="best_worst", progress=False)
     # every comparison is final, the tie (x** vs y**) included: nothing is judged again, nothing is appended
     assert len(again.requests) == 0 and summary2["judged_now"] == 0 and summary2["reused_from_earlier_runs"] == 9
     assert summary2["preference_rows"] == 2 and summary2["ties"] == 1
@@ -192,7 +198,7 @@ def test_rank_stage_counts_unlabeled_comparisons(tmp_path):
         return Completion(error="server busy") if "B!" in (a, b) else stars_judge(request)
 
     sets = [CandidateSet(id="s", prompt="Q?", candidate_ids=list("abc"), responses=["A*", "B!", "C***"])]
-    summary = rank_stage(sets, [], [], judge_config(), fake(busy_for_b), RunFolder(tmp_path), emit="all", progress=False)
+    summary = rank_stage(sets, [], [], judge_config(), SharedBackend(fake(busy_for_b)), RunFolder(tmp_path), emit="all", progress=False)
     assert summary["unlabeled"] == 2 and summary["comparisons_used"] == 1 and summary["disconnected_prompts"] == 1
     [ranking] = [json.loads(line) for line in (tmp_path / "rankings.jsonl").read_text().splitlines()]
     assert ranking["components"] == [["a", "c"], ["b"]] and not ranking["connected"]
@@ -202,7 +208,7 @@ def test_rank_stage_counts_unlabeled_comparisons(tmp_path):
 def test_real_model_ranks_three_candidates_with_three_comparisons(counting, judge_config, tmp_path):
     sets = [CandidateSet(id="capital", prompt="What is the capital of France?", candidate_ids=["good", "wrong", "off"],
                          responses=["The capital of France is Paris.", "The capital of France is Berlin.", "Potatoes."])]
-    summary = rank_stage(sets, [], [], judge_config, counting, RunFolder(tmp_path), emit="all", progress=False)
+    summary = rank_stage(sets, [], [], judge_config, SharedBackend(counting), RunFolder(tmp_path), emit="all", progress=False)
     assert summary["comparisons"] == 3 and counting.requests == 6, "3 pairs, each in both orders"
     assert summary["comparisons_used"] + summary["unlabeled"] == 3
     [ranking] = [json.loads(line) for line in (tmp_path / "rankings.jsonl").read_text().splitlines()]
@@ -235,3 +241,33 @@ def test_cli_rank_real_model_writes_rankings_and_dataset(vllm_backend, tmp_path,
     assert len(ds) + counts["equal_strength_pairs"] == 2, "adjacent: K - 1 rows unless strengths are equal"
     for row in ds:
         assert row["probability"] > 0.5 and row["chosen_score"] > row["rejected_score"]
+
+
+def test_a_self_consistency_tie_is_half_a_win_in_the_ranking():
+    """Regression: `rlaif rank` read ties from the per-principle mean, so a tie of split self-consistency samples
+    (votes 1 and 0, mean probability 0.6) was counted as unlabeled with no half-win. One tie now: Judgment.outcome."""
+    import re
+
+    from test_reasoning import reasoning_config, shown, text
+
+    from rlaif.judging import PairwiseJudge
+
+    seen: dict = {}
+
+    def handler(request):
+        if request.continue_final:  # sample 0 prefers response 1 (0.9), sample 1 prefers response 2 (P(1) = 0.3)
+            sample = int(re.search(r"#(\d)", request.messages[-1].content).group(1))
+            first_shown_is_1 = MARKER in shown(request)[0]  # response 1 of pair(1) carries the marker
+            p_1 = 0.9 if sample == 0 else 0.3
+            return verdict(p_1 if first_shown_is_1 else 1.0 - p_1)
+        k = seen[shown(request)] = seen.get(shown(request), -1) + 1
+        return text(f"#{k}")
+
+    p = pair(1)
+    cset = CandidateSet(id="s", prompt=p.prompt, candidate_ids=["good", "vague"], responses=[p.response_1, p.response_2])
+    judge = PairwiseJudge(reasoning_config(samples=2, temperature=0.8, aggregate="majority"), fake(handler))
+    [j] = judge.judge(candidate_pairs(cset))
+    assert j.tie and j.vote_share == 0.5 and j.per_principle[0].p_first == pytest.approx(0.6)
+    ranking = rank_set(cset, [j])
+    assert (ranking.ties, ranking.unlabeled, ranking.comparisons_used) == (1, 0, 1)
+    assert [(c.ties, c.soft_wins) for c in ranking.candidates] == [(1, 0.5), (1, 0.5)]

@@ -13,8 +13,9 @@ from fakes import shown as shown_in_last
 from rlaif.backends import Choice, Completion, CompletionRequest
 from rlaif.config import ConsistencyConfig, ReasoningConfig, load_judge_config
 from rlaif.errors import ConfigError
-from rlaif.judge import TEXT_REPLY_TOKENS, PairwiseJudge
-from rlaif.verdicts import parse_marked, parse_reply, prefix_through_last_marker
+from rlaif.judging import TEXT_REPLY_TOKENS, PairwiseJudge
+from rlaif.judging.verdicts import parse_marked, parse_reply, prefix_through_last_marker
+from rlaif.backends import SharedBackend
 
 LABELS = {"A": ["A"], "B": ["B"]}
 
@@ -319,11 +320,11 @@ def test_reasoning_with_a_template_that_never_shows_the_marker_is_refused(tmp_pa
 def test_rationale_column_in_the_dataset(tmp_path):
     from datasets import load_from_disk
 
-    from rlaif.pipeline import label_stage
-    from rlaif.runfolder import RunFolder
+    from rlaif.stages.label import label_stage
+    from rlaif.store.runfolder import RunFolder
 
     handler = reasoner(lambda r: f"Brief reason. Verdict: {better_label(r)}")
-    summary = label_stage([pair(1), pair(2, marker_first=False)], reasoning_config(), fake(handler), RunFolder(tmp_path),
+    summary = label_stage([pair(1), pair(2, marker_first=False)], reasoning_config(), SharedBackend(fake(handler)), RunFolder(tmp_path),
                           batch_size=8, progress=False)
     assert summary["labeled"] == 2
     ds = load_from_disk(str(tmp_path / "dataset"))

@@ -10,10 +10,12 @@ import pytest
 
 from rlaif.backends import Choice, Completion, CompletionRequest, FakeBackend
 from rlaif.errors import ConfigError
-from rlaif.prompting import load_constitution
-from rlaif.revise import ROUNDS, ReviseConfig, RoundRecord, round_principle, run_revise
-from rlaif.revise_outputs import PREFERENCE_COLUMNS, SFT_COLUMNS
-from rlaif.runfolder import RunFolder
+from rlaif.judging.prompting import load_constitution
+from rlaif.stages.revise import PREFERENCE_COLUMNS, SFT_COLUMNS
+from rlaif.config import ReviseConfig
+from rlaif.stages.revise import ROUNDS, run_revise
+from rlaif.stages.reviser import RoundRecord, round_principle
+from rlaif.store.runfolder import RunFolder
 
 CONSTITUTION = load_constitution("constitution/default.yaml")
 PROMPTS = [{"id": f"q{i}", "prompt": f"Question number {i}: explain topic {i}."} for i in range(5)]
@@ -238,7 +240,7 @@ def test_untrusted_text_cannot_close_the_frame(prompts_file, tmp_path):
 
 def test_fixed_principles_take_turns_and_config_is_validated(tmp_path):
     from rlaif.config import PrincipleSelection
-    from rlaif.validate import validate_all
+    from rlaif.stages.validate import validate_all
 
     fixed = PrincipleSelection(mode="fixed", ids=["honesty", "clarity"])
     assert [round_principle(CONSTITUTION, fixed, "k", r).id for r in (1, 2, 3)] == ["honesty", "clarity", "honesty"]
@@ -254,7 +256,7 @@ def test_fixed_principles_take_turns_and_config_is_validated(tmp_path):
     path.write_text("rounds: 2\ncritique_template: revise/nope.jinja\n")
     assert "nope" in validate_all([path], echo=lambda s: None)[0]
     with pytest.raises(ConfigError):
-        from rlaif.revise import Reviser
+        from rlaif.stages.reviser import Reviser
 
         Reviser(ReviseConfig(principles=fixed.model_copy(update={"ids": ["nope"]})), FakeBackend(policy()))
 
@@ -286,7 +288,7 @@ def test_sft_dataset_trains_with_trl_sft_trainer_on_the_completion_only(prompts_
 
 
 def _use_backend(monkeypatch, backend):
-    from rlaif.pipeline import BackendPool
+    from rlaif.backends import BackendPool
 
     def get(self, cfg):
         assert cfg.model == backend.model

@@ -13,16 +13,17 @@ import subprocess
 import sys
 
 import pytest
-
 from fakes import MARKER, fake, judge_config, prefers_marker, shown, verdict
+
 from rlaif.backends import Choice, Completion
-from rlaif.train.config import DPOStageConfig, GRPOStageConfig, PPOStageConfig, RewardConfig
+from rlaif.config.train import DPOStageConfig, GRPOStageConfig, PPOStageConfig, RewardConfig
+from rlaif.judging import PairwiseJudge
 
 FAST = {"per_device_train_batch_size": 4, "learning_rate": 1e-3}
 
 
 def _row(i: int, probability: float, agree: bool | None) -> dict:
-    """One row in the dataset format of rlaif.dataset (with every provenance column)."""
+    """One row in the dataset format of rlaif.store.rows (with every provenance column)."""
     return {
         "prompt": [{"role": "user", "content": f"Question number {i}: explain topic {i}."}],
         "chosen": [{"role": "assistant", "content": f"Answer {i}: {MARKER}, complete and careful."}],
@@ -38,7 +39,7 @@ def _row(i: int, probability: float, agree: bool | None) -> dict:
 
 def _preferences(n: int = 24):
     """Probabilities cycle 0.55, 0.6, 0.8, 0.9; every third row (i % 3 == 0) has disagreeing orders."""
-    from rlaif.dataset import build_dataset
+    from rlaif.store.datasets import build_dataset
 
     probs = [0.55, 0.6, 0.8, 0.9]
     return build_dataset([_row(i, probs[i % 4], i % 3 != 0) for i in range(n)])
@@ -50,7 +51,7 @@ def _max_change(base_dir, new_dir, cls_name: str) -> float:
 
     cls = getattr(transformers, cls_name)
     base = transformers.AutoModelForCausalLM.from_pretrained(str(base_dir)).model.state_dict()
-    new = getattr(cls.from_pretrained(str(new_dir)), "model").state_dict()
+    new = cls.from_pretrained(str(new_dir)).model.state_dict()
     assert set(base) == set(new)
     return max((base[k] - new[k]).abs().max().item() for k in base)
 
@@ -119,7 +120,7 @@ def test_filters_drop_exactly_what_they_should():
     _, report = filter_preferences(_preferences(), min_probability=0.7)
     assert report["dropped"] == {"low_probability": 12, "orders_disagree": 0}
 
-    from rlaif.dataset import build_dataset
+    from rlaif.store.datasets import build_dataset
 
     unknown = build_dataset([_row(0, 0.9, None), _row(1, 0.9, True)])
     assert filter_preferences(unknown, require_orders_agree=True)[1]["dropped"]["orders_disagree"] == 1
@@ -157,7 +158,7 @@ def test_datasets_without_a_judge_probability(tokenizer):
 
 
 def test_tokenize_pairs_margin_soft_and_length_filter(tokenizer):
-    from rlaif.dataset import build_dataset
+    from rlaif.store.datasets import build_dataset
     from rlaif.train.reward import tokenize_pairs
 
     rows = [_row(0, 0.9, True), _row(1, 1.0, True), _row(2, 0.8, True)]
@@ -298,7 +299,7 @@ def _judge_reward(handler, **kwargs):
     from rlaif.train.judge_reward import JudgeReward
 
     backend = fake(handler)
-    return JudgeReward(judge_config(), backend, **kwargs), backend
+    return JudgeReward(PairwiseJudge(judge_config(), backend), **kwargs), backend
 
 
 def test_judge_reward_follows_the_judge():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rlaif.verdicts import calibrate, combine_orders, read_verdict
+from rlaif.judging.verdicts import calibrate, combine_orders, read_verdict
 
 LABELS = {"A": ["A"], "B": ["B"]}
 ln = math.log

@@ -8,11 +8,12 @@ import math
 import pytest
 
 from rlaif.config import PolicyConfig, RunConfig
-from rlaif.pipeline import SAMPLES, generate_stage, label_stage
-from rlaif.prompting import load_constitution
+from rlaif.judging.prompting import load_constitution
+from rlaif.judging.verdicts import read_verdict
 from rlaif.records import CandidatePair, PromptItem
-from rlaif.runfolder import RunFolder
-from rlaif.verdicts import read_verdict
+from rlaif.stages.generate import SAMPLES, generate_stage
+from rlaif.stages.label import label_stage
+from rlaif.store.runfolder import RunFolder
 
 pytestmark = pytest.mark.vllm
 
@@ -46,7 +47,7 @@ def test_label_real_pairs_into_dataset(counting, judge_config, tmp_path):
     from datasets import load_from_disk
 
     run = RunFolder(tmp_path)
-    summary = label_stage(_pairs(), judge_config, counting, run, batch_size=3, progress=False)
+    summary = label_stage(_pairs(), judge_config, SharedBackend(counting), run, batch_size=3, progress=False)
     assert summary["labeled"] + summary["unlabeled"] == len(GOOD_BAD)
     assert counting.requests == 2 * len(GOOD_BAD), "each pair is judged in both orders under one principle"
     ds = load_from_disk(str(tmp_path / "dataset"))
@@ -72,7 +73,7 @@ def test_label_real_pairs_into_dataset(counting, judge_config, tmp_path):
     assert manifest["counts"]["labeled"] == len(ds) and manifest["template"]["version"] == ds[0]["template_version"]
     # Rerun: nothing is judged again, nothing is written twice.
     before = (tmp_path / "judgments.jsonl").read_text().count("\n")
-    again = label_stage(_pairs(), judge_config, counting, run, batch_size=3, progress=False)
+    again = label_stage(_pairs(), judge_config, SharedBackend(counting), run, batch_size=3, progress=False)
     assert counting.requests == 2 * len(GOOD_BAD) + 2 * summary["unlabeled"]
     assert again["reused_from_earlier_runs"] == summary["labeled"]
     assert (tmp_path / "judgments.jsonl").read_text().count("\n") == before + summary["unlabeled"]
@@ -80,7 +81,7 @@ def test_label_real_pairs_into_dataset(counting, judge_config, tmp_path):
 
 def test_too_long_prompt_is_unlabeled_and_batch_goes_on(counting, judge_config, tmp_path):
     long = CandidatePair(id="long", prompt="Summarise this.", response_1="word " * 2500, response_2="Short answer.")
-    summary = label_stage([long, *_pairs()[:2]], judge_config, counting, RunFolder(tmp_path), batch_size=8, progress=False)
+    summary = label_stage([long, *_pairs()[:2]], judge_config, SharedBackend(counting), RunFolder(tmp_path), batch_size=8, progress=False)
     unlabeled = [json.loads(line) for line in (tmp_path / "unlabeled.jsonl").read_text().splitlines()]
     assert [u["pair_id"] for u in unlabeled] == ["long"]
     assert "prompt too long" in unlabeled[0]["reason"] and summary["unlabeled_reasons"] == {"prompt too long": 1}
@@ -92,7 +93,7 @@ def test_vllm_verdict_matches_transformers(vllm_backend, judge_config):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlaif.judge import PairwiseJudge
+    from rlaif.judging.pairwise import PairwiseJudge
     from rlaif.models import resolve_model
 
     judge = PairwiseJudge(judge_config, vllm_backend)
@@ -175,6 +176,7 @@ from rlaif.backends.base import CompletionRequest
 from rlaif.backends.vllm_backend import VLLMBackend
 from rlaif.config import VLLMBackendConfig
 from rlaif.records import Message
+from rlaif.backends import SharedBackend
 
 request = CompletionRequest(messages=[Message(role="user", content="Say hi.")], max_tokens=3)
 first = VLLMBackend(VLLMBackendConfig(gpu_memory_utilization=0.1))

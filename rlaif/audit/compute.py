@@ -14,7 +14,7 @@ import numpy as np
 
 from rlaif.audit import metrics as M
 from rlaif.audit.judging import AuditRecord
-from rlaif.pipeline import reason_kind
+from rlaif.records import reason_kind
 
 __all__ = ["compute_audit", "TIE_POLICY"]
 
@@ -77,7 +77,8 @@ def _biases(records: list[AuditRecord], gold, pred) -> dict:
     len_a = np.array([len(r.item.response_a) for r in records])
     len_b = np.array([len(r.item.response_b) for r in records])
     out = {
-        "position_consistency": _num(M.position_consistency(np.array([a for a, _ in both]), np.array([b for _, b in both]))) if both else None,
+        "position_consistency": (_num(M.position_consistency(np.array([a for a, _ in both]), np.array([b for _, b in both])))
+                                 if both else None),
         "n_both_orders": len(both),
         "first_position_rate": _num(M.first_position_rate(np.array(first_shown))) if first_shown else None,
         "length": M.length_bias(gold, pred, len_a, len_b),

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlaif.errors import InputError
-from rlaif.runfolder import RowError
+from rlaif.store.runfolder import RowError
 
 __all__ = ["GoldItem", "GoldMapping", "load_gold", "majority", "FORMATS"]
 
@@ -165,9 +165,13 @@ def load_gold(path: str | Path, fmt: str = "auto", mapping: GoldMapping | None =
                 raise row
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            items.append(GoldItem.model_validate(row) if fmt == "canonical" else _mapped(row, where, chosen, fmt if fmt != "mapped" else path.stem))
+            source = fmt if fmt != "mapped" else path.stem
+            items.append(GoldItem.model_validate(row) if fmt == "canonical" else _mapped(row, where, chosen, source))
         except (ValueError, ValidationError) as exc:
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) if isinstance(exc, ValidationError) else str(exc)
+            if isinstance(exc, ValidationError):
+                message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            else:
+                message = str(exc)
             errors.append(RowError(file=str(path), line=where, error=message, raw=json.dumps(row, default=str)[:300]))
     seen = Counter(item.id for item in items)
     dupes = {k for k, v in seen.items() if v > 1}

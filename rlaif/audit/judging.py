@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlaif.audit.gold import GoldItem
-from rlaif.backends.base import Backend
-from rlaif.config import JudgeConfig
-from rlaif.judge import PairwiseJudge
-from rlaif.label import JUDGMENTS, label_pairs
+from rlaif.errors import InputError
+from rlaif.judging.base import PairJudge
 from rlaif.records import CandidatePair, Judgment, content_key
-from rlaif.runfolder import RunFolder
+from rlaif.stages.label import JUDGMENTS, label_pairs
+from rlaif.store.runfolder import RunFolder
 
 __all__ = ["AuditRecord", "gold_pair", "judge_gold", "match_run"]
 
@@ -28,33 +27,32 @@ class AuditRecord:
 
     @property
     def labeled(self) -> bool:
-        return self.judgment is not None and self.judgment.labeled
+        """The judge gave a reading: a label or a tie (a tie is the verdict "tie", not a missing one)."""
+        return self.judgment is not None and self.judgment.outcome is not None
 
     @property
     def p_a(self) -> float:
-        """P(gold response A is better)."""
-        p = self.judgment.p_first
+        """P(gold response A is better); 0.5 for a judge tie."""
+        assert self.judgment is not None and self.judgment.outcome is not None, "only judged records have p_a"
+        p = self.judgment.outcome
         return 1.0 - p if self.swapped else p
 
     def p_a_by_order(self) -> tuple[float | None, float | None]:
         """P(A better) read from each presentation order, averaged over principles (None if absent)."""
         found: dict[str, list[float]] = {"12": [], "21": []}
-        for pv in self.judgment.per_principle:
-            for o in pv.orders:
-                if o.p_first is not None:
-                    found[o.order].append(1.0 - o.p_first if self.swapped else o.p_first)
+        for o in self._orders():
+            if o.p_first is not None:
+                found[o.order].append(1.0 - o.p_first if self.swapped else o.p_first)
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         first, second = mean(found["12"]), mean(found["21"])
         return (second, first) if self.swapped else (first, second)
 
     def p_first_shown(self) -> list[float]:
         """For each order read, P(whichever response was shown first is better)."""
-        out = []
-        for pv in self.judgment.per_principle:
-            for o in pv.orders:
-                if o.p_first is not None:
-                    out.append(o.p_first if o.order == "12" else 1.0 - o.p_first)
-        return out
+        return [o.p_first if o.order == "12" else 1.0 - o.p_first for o in self._orders() if o.p_first is not None]
+
+    def _orders(self) -> list:
+        return self.judgment.order_verdicts() if self.judgment is not None else []
 
 
 def gold_pair(item: GoldItem) -> CandidatePair:
@@ -64,10 +62,9 @@ def gold_pair(item: GoldItem) -> CandidatePair:
                                          response_2=item.response_b, source={"gold": True})
 
 
-def judge_gold(items: list[GoldItem], config: JudgeConfig, backend: Backend, run: RunFolder,
-               batch_size: int = 16, progress: bool = True) -> list[AuditRecord]:
+def judge_gold(items: list[GoldItem], judge: PairJudge, run: RunFolder, batch_size: int = 16,
+               progress: bool = True) -> list[AuditRecord]:
     """Judge every gold pair with the bulk-labeling code; a rerun into the same folder resumes."""
-    judge = PairwiseJudge(config, backend)
     result = label_pairs([gold_pair(i) for i in items], judge, run, batch_size=batch_size, progress=progress)
     by_key = {j.key: j for j in result.judgments}
     return [AuditRecord(item, by_key.get(judge.key(gold_pair(item)))) for item in items]
@@ -77,8 +74,6 @@ def match_run(items: list[GoldItem], run_dir: str | Path) -> list[AuditRecord]:
     """Match gold items to the judgments of an earlier label run by (prompt, responses) content, either order."""
     judgments = RunFolder(run_dir).read(JUDGMENTS, Judgment)
     if not judgments:
-        from rlaif.errors import InputError
-
         raise InputError(f"{run_dir} has no {JUDGMENTS}: point --labels at a folder written by `rlaif label`")
     by_pair = {j.pair_key: j for j in judgments}
     records = []

@@ -58,7 +58,8 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
     lines = [
         f"# Judge audit: {meta.get('judge', '?')} on {meta.get('gold', '?')}", "",
         f"Gold items: {metrics['n_gold']}; judged: {metrics['n_judged']}; unlabeled: {metrics['n_unlabeled']}"
-        f"{' ' + str(metrics['unlabeled_reasons']) if metrics['unlabeled_reasons'] else ''}; invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
+        f"{' ' + str(metrics['unlabeled_reasons']) if metrics['unlabeled_reasons'] else ''}; "
+        f"invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
         f"Tie policy: {metrics['tie_policy']}. Intervals are bootstrap 95% ({metrics['bootstrap_resamples']} resamples).", "",
         "## Agreement with the human labels", "", "| metric | value [95% CI] |", "|---|---|",
     ]
@@ -73,7 +74,8 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
                   "compare with the judge's `accuracy_no_ties`.", ""]
     if cal.get("ece"):
         ts = cal["temperature_scaling"]
-        lines += ["## Calibration of the soft labels", "", "| metric | as is [95% CI] | after temperature scaling (out of fold) |", "|---|---|---|"]
+        lines += ["## Calibration of the soft labels", "",
+                  "| metric | as is [95% CI] | after temperature scaling (out of fold) |", "|---|---|---|"]
         lines += [f"| {k} | {_fmt(cal[k])} | {_fmt(ts['after_out_of_fold'].get(k))} |" for k in ("ece", "brier", "log_loss")]
         bound = ts["temperature_all_items"] >= ts.get("temperature_search_bounds", [0, 20])[1] * 0.999
         note = (" The fit ran to the upper bound of its search: flattening every probability to 0.5 fits best, i.e. the "
@@ -83,8 +85,11 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
                   "| threshold | coverage | agreement | n |", "|---|---|---|---|"]
         lines += [f"| {r['threshold']} | {_fmt(r['coverage'])} | {_fmt(r['accuracy'])} | {r['n']} |" for r in cal["coverage_curve"]]
         lines.append("")
-    lines += ["## Biases", "", f"- Position consistency (the verdict survives swapping the order): {_fmt(bias.get('position_consistency'))} "
-              f"over {bias.get('n_both_orders')} items", f"- Share of single-order verdicts for the response shown first: {_fmt(bias.get('first_position_rate'))} (0.5 = no position bias)",
+    lines += ["## Biases", "",
+              f"- Position consistency (the verdict survives swapping the order): {_fmt(bias.get('position_consistency'))} "
+              f"over {bias.get('n_both_orders')} items",
+              f"- Share of single-order verdicts for the response shown first: {_fmt(bias.get('first_position_rate'))} "
+              "(0.5 = no position bias)",
               f"- Length: judge prefers the longer response {_fmt(bias.get('length', {}).get('judge_prefers_longer'))}, "
               f"humans {_fmt(bias.get('length', {}).get('human_prefers_longer'))} (n={bias.get('length', {}).get('n')})", ""]
     for title, key in (("By category", "by_category"), ("By principle", "by_principle")):
@@ -125,8 +130,10 @@ def _html(markdown: str, title: str) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     if in_table:
         body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td{border:1px solid #ccc;padding:.2em .6em}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+             "td{border:1px solid #ccc;padding:.2em .6em}")
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
 
 
 def gate(metrics: dict, min_kappa: float | None, min_accuracy: float | None) -> dict | None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from rlaif.audit.gold import GoldItem
 from rlaif.errors import InputError
-from rlaif.runfolder import RowError, RunFolder
+from rlaif.store.runfolder import RowError, RunFolder
 
 __all__ = ["Candidate", "labeled_candidates", "select", "export_annotation", "import_annotation", "STRATEGIES"]
 

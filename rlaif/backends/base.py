@@ -1,20 +1,23 @@
-"""The backend protocol: one method to implement plus `close()`.
+"""The backend protocol: `complete(requests)`, `stats()` and `close()`.
 
 A backend turns chat requests into completions. It never raises for a single request: a request that
 fails (too long for the model, a server error after retries) comes back as a `Completion` with `error`
 set, and the judge records that item as unlabeled with the reason. Whole-backend failures (the engine
-does not start) raise `BackendError`.
+does not start) raise `BackendError`. Every backend counts what it did (`BackendStats`: requests,
+attempts, retries and failures by kind, tokens, cost), so a stage can report it whatever the backend.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlaif.records import Message
 
-__all__ = ["CompletionRequest", "Choice", "Completion", "Backend", "BackendBase"]
+__all__ = ["CompletionRequest", "Choice", "Completion", "BackendStats", "Backend", "BackendBase"]
 
 
 class CompletionRequest(BaseModel):
@@ -60,6 +63,46 @@ class Completion(BaseModel):
         return sum(c.tokens for c in self.choices)
 
 
+class BackendStats(BaseModel):
+    """What a backend did since it opened. Backends that do not retry have attempts == requests."""
+
+    requests: int = 0
+    attempts: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: dict[str, int] = Field(default_factory=dict)
+    """Retried attempts by kind (rate_limit, server_error, timeout, connection, malformed)."""
+    failures: dict[str, int] = Field(default_factory=dict)
+    """Requests that came back with an error, by kind."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def since(self, before: BackendStats) -> BackendStats:
+        """What was counted after `before` was taken (kinds with no new count are left out)."""
+        def grown(now: dict[str, int], then: dict[str, int]) -> dict[str, int]:
+            return {k: v - then.get(k, 0) for k, v in now.items() if v - then.get(k, 0)}
+
+        return BackendStats(
+            requests=self.requests - before.requests, attempts=self.attempts - before.attempts,
+            succeeded=self.succeeded - before.succeeded, failed=self.failed - before.failed,
+            retries=grown(self.retries, before.retries), failures=grown(self.failures, before.failures),
+            prompt_tokens=self.prompt_tokens - before.prompt_tokens,
+            completion_tokens=self.completion_tokens - before.completion_tokens,
+            cost_usd=self.cost_usd - before.cost_usd,
+        )
+
+    def __add__(self, other: BackendStats) -> BackendStats:
+        return BackendStats(
+            requests=self.requests + other.requests, attempts=self.attempts + other.attempts,
+            succeeded=self.succeeded + other.succeeded, failed=self.failed + other.failed,
+            retries=dict(Counter(self.retries) + Counter(other.retries)),
+            failures=dict(Counter(self.failures) + Counter(other.failures)),
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens, cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What every backend provides."""
@@ -71,14 +114,59 @@ class Backend(Protocol):
         """One completion per request, in order."""
         ...
 
+    def stats(self) -> BackendStats:
+        """A snapshot of the counters since the backend opened."""
+        ...
+
     def close(self) -> None: ...
 
 
+def error_kind(error: str) -> str:
+    """'prompt too long: 3000 tokens + 1 ...' -> 'prompt too long'."""
+    return error.split(":")[0].strip() or "error"
+
+
 class BackendBase:
-    """Context-manager plumbing shared by the concrete backends."""
+    """Counters and context-manager plumbing shared by the concrete backends.
+
+    `_counted(completions)` records finished requests; a backend that retries also calls `_count_retry`."""
 
     name = "base"
     model = ""
+
+    def __init__(self) -> None:
+        self._stats = BackendStats()
+        self._stats_lock = threading.Lock()
+
+    def stats(self) -> BackendStats:
+        with self._stats_lock:
+            return self._stats.model_copy(deep=True)
+
+    def _counted(self, completions: list[Completion]) -> list[Completion]:
+        """Count finished requests of a backend that does not retry; returns them unchanged."""
+        for completion in completions:
+            self._count_request(completion)
+        return completions
+
+    def _count_request(self, completion: Completion, attempts: int = 1, failure: str | None = None) -> None:
+        """Count one finished request: its attempts, and its failure kind (from the error text unless given)."""
+        with self._stats_lock:
+            s = self._stats
+            s.requests += 1
+            s.attempts += attempts
+            if completion.error:
+                kind = failure or error_kind(completion.error)
+                s.failed += 1
+                s.failures[kind] = s.failures.get(kind, 0) + 1
+            else:
+                s.succeeded += 1
+            s.prompt_tokens += completion.prompt_tokens
+            s.completion_tokens += completion.completion_tokens
+            s.cost_usd += completion.cost_usd
+
+    def _count_retry(self, kind: str) -> None:
+        with self._stats_lock:
+            self._stats.retries[kind] = self._stats.retries.get(kind, 0) + 1
 
     def close(self) -> None:  # pragma: no cover - trivial default
         pass

@@ -18,10 +18,11 @@ class FakeBackend(BackendBase):
     name = "fake"
 
     def __init__(self, handler: Callable[[CompletionRequest], Completion], model: str = "fake-model"):
+        super().__init__()
         self.handler = handler
         self.model = model
         self.requests: list[CompletionRequest] = []
 
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         self.requests.extend(requests)
-        return [self.handler(r) for r in requests]
+        return self._counted([self.handler(r) for r in requests])

@@ -12,12 +12,10 @@ configs, manifests and `repr`; the key is scrubbed from every error message.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import random
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from dataclasses import dataclass
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from rlaif.backends.base import BackendBase, Choice, Completion, CompletionRequest
-from rlaif.config import OpenAIBackendConfig
+from rlaif.config.backend import OpenAIBackendConfig
 from rlaif.errors import BackendError
 
 __all__ = ["OpenAIBackend", "AttemptError", "classify_error"]
@@ -105,6 +103,7 @@ class OpenAIBackend(BackendBase):
         """`sleep` waits between attempts (tests pass a recorder to check the waits without waiting)."""
         import openai
 
+        super().__init__()
         self.config = config
         self._sleep = sleep
         self.model = config.model
@@ -112,18 +111,10 @@ class OpenAIBackend(BackendBase):
         self._client = openai.OpenAI(api_key=self._key, base_url=config.base_url, max_retries=0,
                                      timeout=config.timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrency, thread_name_prefix="rlaif-openai")
-        self._lock = threading.Lock()
-        self._stats = {"requests": 0, "attempts": 0, "succeeded": 0, "failed": 0, "retries": {}, "failures": {}}
 
     def __repr__(self) -> str:
         c = self.config
         return f"OpenAIBackend(model={c.model!r}, base_url={c.base_url!r}, api_key_env={c.api_key_env!r})"
-
-    @property
-    def stats(self) -> dict:
-        """Counts since the backend opened: requests, attempts, retries and failures by kind."""
-        with self._lock:
-            return copy.deepcopy(self._stats)
 
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         return list(self._pool.map(self._complete_one, requests))
@@ -136,15 +127,14 @@ class OpenAIBackend(BackendBase):
 
     def _complete_one(self, request: CompletionRequest) -> Completion:
         progress = _Progress(started=time.monotonic())
-        self._count("requests")
+        failure = None
         try:
             completion = self._retrying(progress)(self._attempt, request, progress)
         except AttemptError as exc:
             completion = Completion(error=self._scrub(self._give_up_message(exc, progress)))
-            self._count("failed", "failures", exc.kind)
-        else:
-            self._count("succeeded")
+            failure = exc.kind
         completion.latency_s = time.monotonic() - progress.started
+        self._count_request(completion, attempts=progress.attempts, failure=failure)
         return completion
 
     def _retrying(self, progress: _Progress) -> Retrying:
@@ -162,7 +152,7 @@ class OpenAIBackend(BackendBase):
             return self._remaining(progress) - hinted < MIN_ATTEMPT_S
 
         def before_sleep(state: RetryCallState) -> None:
-            self._count(None, "retries", state.outcome.exception().kind)
+            self._count_retry(state.outcome.exception().kind)
 
         return Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, AttemptError) and e.retryable),
@@ -175,7 +165,6 @@ class OpenAIBackend(BackendBase):
         if remaining < MIN_ATTEMPT_S:
             raise AttemptError("budget", "no budget left for another attempt", False)
         progress.attempts += 1
-        self._count("attempts")
         try:
             response = self._client.chat.completions.create(**self._params(request),
                                                             timeout=min(self.config.timeout_s, remaining))
@@ -201,13 +190,6 @@ class OpenAIBackend(BackendBase):
             why = f"{budget} used up"
         plural = "s" if progress.attempts != 1 else ""
         return f"gave up after {progress.attempts} attempt{plural} in {elapsed:.1f} s ({why}): last error {last.message}"
-
-    def _count(self, key: str | None, group: str | None = None, kind: str | None = None) -> None:
-        with self._lock:
-            if key:
-                self._stats[key] += 1
-            if group:
-                self._stats[group][kind] = self._stats[group].get(kind, 0) + 1
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key and self._key != KEYLESS else text

@@ -15,7 +15,7 @@ import os
 import time
 
 from rlaif.backends.base import BackendBase, Choice, Completion, CompletionRequest
-from rlaif.config import VLLMBackendConfig
+from rlaif.config.backend import VLLMBackendConfig
 from rlaif.errors import BackendError
 
 __all__ = ["VLLMBackend"]
@@ -41,6 +41,7 @@ class VLLMBackend(BackendBase):
     def __init__(self, config: VLLMBackendConfig):
         from rlaif.models import resolve_model
 
+        super().__init__()
         _engine_env()
         from vllm import LLM
 
@@ -119,7 +120,7 @@ class VLLMBackend(BackendBase):
             share = (time.perf_counter() - started) / len(prompts)
             for slot, out in zip(slots, outputs):
                 results[slot] = _to_completion(out, share)
-        return results  # type: ignore[return-value]
+        return self._counted(results)  # type: ignore[arg-type]
 
     def close(self) -> None:
         llm = getattr(self, "_llm", None)

@@ -1,11 +1,13 @@
-"""Training on AI feedback: reward model, PPO, DPO and GRPO with an AI judge as reward (TRL underneath).
+"""Training on AI feedback: reward model, PPO, DPO and GRPO with an AI judge as reward (TRL underneath),
+the evaluation of a trained policy, and the whole loop (`rlaif.train.loop`).
 
-Importing this package is light; torch, transformers and TRL are imported inside the functions.
+Imports the layers below it (audit for its intervals, stages, judging, backends, config). Importing this
+package is light; torch, transformers and TRL are imported inside the functions.
 """
 
 from __future__ import annotations
 
-from rlaif.train.config import DPOStageConfig, GRPOStageConfig, PPOStageConfig, RewardConfig
+from rlaif.config.train import DPOStageConfig, GRPOStageConfig, PPOStageConfig, RewardConfig
 
 __all__ = [
     "RewardConfig", "PPOStageConfig", "DPOStageConfig", "GRPOStageConfig",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlaif.config.train import DPOStageConfig
 from rlaif.train.common import Timer, jsonl_callback, load_tokenizer, resolve, trl_args, write_json
-from rlaif.train.config import DPOStageConfig
 from rlaif.train.reward import filter_preferences
 
 __all__ = ["train_dpo", "dpo_columns"]

@@ -1,10 +1,11 @@
 """An rlaif judge as an online reward function (TRL `reward_funcs`), and GRPO with it.
 
-`JudgeReward` compares each completion with a reference response using `PairwiseJudge` (both orders,
-principles of the constitution, verdict-token probabilities); the reward is the judge's probability that
-the completion is better than the reference. A completion the judge cannot label (unreadable verdict,
-backend error, exact tie, empty completion, no reference) gets None, never an invented number: TRL's
-GRPOTrainer turns None into NaN and leaves that completion out of the group baseline.
+`JudgeReward` compares each completion with a reference response using any pairwise judge of the catalogue
+(a single judge or an ensemble, built by `make_judge`: both orders, principles of the constitution,
+verdict-token probabilities); the reward is the judge's probability that the completion is better than the
+reference, 0.5 for a tie. A completion the judge cannot label (unreadable verdict, backend error, empty
+completion, no reference) gets None, never an invented number: TRL's GRPOTrainer turns None into NaN and
+leaves that completion out of the group baseline.
 """
 
 from __future__ import annotations
@@ -13,12 +14,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rlaif.config.train import GRPOStageConfig
+from rlaif.judging.base import PairJudge
 from rlaif.records import CandidatePair, content_key
 from rlaif.train.common import (
-    Timer, finite, import_grpo, jsonl_callback, load_tokenizer, message_text, prompt_messages, resolve, trl_args,
+    Timer,
+    finite,
+    import_grpo,
+    jsonl_callback,
+    load_tokenizer,
+    message_text,
+    prompt_messages,
+    resolve,
+    trl_args,
     write_json,
 )
-from rlaif.train.config import GRPOStageConfig
 
 __all__ = ["JudgeReward", "train_grpo"]
 
@@ -30,11 +40,9 @@ class JudgeReward:
     completion) or, when that column is absent, the fixed `reference` string.
     """
 
-    def __init__(self, config, backend, reference: str | None = None, reference_column: str = "reference",
-                 name: str = "judge_reward", judge=None):
-        from rlaif.judge import PairwiseJudge
-
-        self.judge = judge or PairwiseJudge(config, backend)
+    def __init__(self, judge: PairJudge, reference: str | None = None, reference_column: str = "reference",
+                 name: str = "judge_reward"):
+        self.judge = judge
         self.reference = reference
         self.reference_column = reference_column
         self.__name__ = name  # TRL names each reward function's logged metrics after it
@@ -76,8 +84,8 @@ class JudgeReward:
                 reasons.append(item)
                 continue
             judgment = next(judged)
-            rewards.append(judgment.p_first if judgment.labeled else None)
-            reasons.append(None if judgment.labeled else (judgment.reason or "unlabeled"))
+            rewards.append(judgment.outcome)
+            reasons.append(None if judgment.outcome is not None else (judgment.reason or "unlabeled"))
         self.last_reasons = reasons
         self.unlabeled.update(_category(r) for r in reasons if r)
         log_metric = kwargs.get("log_metric")
@@ -90,7 +98,7 @@ def _category(reason: str) -> str:
     """A short bucket for counting: our own reasons as they are, the judge's grouped."""
     if reason in ("empty completion", "no reference response", "empty prompt"):
         return reason
-    return "tie" if reason.startswith("tie") else "judge could not read a verdict"
+    return "judge could not read a verdict"
 
 
 def _grpo_dataset(prompts: list, system_prompt: str | None):

@@ -13,11 +13,19 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from rlaif.config.train import PPOStageConfig
 from rlaif.train.common import (
-    Timer, encode_prompt, finite, jsonl_callback, load_tokenizer, prompt_messages, resolve, silence_experimental,
-    trl_args, write_json,
+    Timer,
+    encode_prompt,
+    finite,
+    jsonl_callback,
+    load_tokenizer,
+    prompt_messages,
+    resolve,
+    silence_experimental,
+    trl_args,
+    write_json,
 )
-from rlaif.train.config import PPOStageConfig
 
 __all__ = ["train_ppo", "prompt_dataset"]
 

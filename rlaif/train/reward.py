@@ -16,11 +16,17 @@ import math
 import random
 from pathlib import Path
 
-from rlaif.train.common import (
-    Timer, encode_response, jsonl_callback, load_tokenizer, resolve, trl_args, write_json,
-)
+from rlaif.config.train import RewardConfig
 from rlaif.errors import ConfigError
-from rlaif.train.config import RewardConfig
+from rlaif.train.common import (
+    Timer,
+    encode_response,
+    jsonl_callback,
+    load_tokenizer,
+    resolve,
+    trl_args,
+    write_json,
+)
 from rlaif.train.scoring import RewardScorer, pairwise_accuracy, wilson_interval
 
 __all__ = [

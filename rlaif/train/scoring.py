@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rlaif.train.common import encode_response, load_tokenizer
-
 from rlaif.audit.metrics import wilson_interval  # one implementation, shared with the audit
+from rlaif.train.common import encode_response, load_tokenizer
 
 __all__ = ["RewardScorer", "wilson_interval", "score_ids", "pairwise_accuracy"]
 

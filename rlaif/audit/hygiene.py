@@ -19,11 +19,12 @@ import yaml
 from pydantic import BaseModel
 
 from rlaif.audit import metrics as M
-from rlaif.judge import PairwiseJudge
-from rlaif.label import label_pairs
+from rlaif.errors import InputError
+from rlaif.judging.base import PairJudge
 from rlaif.records import CandidatePair
 from rlaif.resources import resolve_resource
-from rlaif.runfolder import RunFolder, read_rows
+from rlaif.stages.label import label_pairs
+from rlaif.store.runfolder import RunFolder, read_rows
 
 __all__ = ["AdversarialItem", "load_adversarial", "hygiene_pairs", "frame_intact", "flip_report", "run_hygiene"]
 
@@ -42,8 +43,6 @@ def load_adversarial(items: str = "sets/adversarial-v1.jsonl", injections: str =
     """(items, {kind: injection text}, version of the injection set)."""
     rows, errors = read_rows(resolve_resource(items, "prompts", suffix=".jsonl"), AdversarialItem)
     if errors:
-        from rlaif.errors import InputError
-
         raise InputError(f"adversarial set {items}: {len(errors)} bad rows, first: line {errors[0].line}: {errors[0].error}")
     data = yaml.safe_load(resolve_resource(injections, "prompts").read_text(encoding="utf-8"))
     return rows, dict(data["injections"]), str(data["version"])
@@ -60,15 +59,18 @@ def hygiene_pairs(items: list[AdversarialItem], injections: dict[str, str]) -> l
     return out
 
 
-def frame_intact(judge: PairwiseJudge, pair: CandidatePair) -> bool:
-    """Whether every rendered prompt of this pair has exactly the template's own markers and chat turns."""
-    clean = pair.model_copy(update={"prompt": "p", "response_1": "x", "response_2": "y"})
-    for principle in judge.principles_for(pair):
-        for order in judge.orders:
-            got, want = judge.request(pair, principle, order).messages, judge.request(clean, principle, order).messages
-            for g, w in zip(got, want):
-                if _MARKER_RE.findall(g.content) != _MARKER_RE.findall(w.content) or _CHAT_RE.search(g.content):
-                    return False
+def frame_intact(judge: PairJudge, pair: CandidatePair) -> bool:
+    """Whether every rendered prompt of this pair (every principle, order and ensemble member) has exactly the
+    template's own markers and chat turns, as the prompts of a harmless pair have (principle texts carry no frame
+    markers, so the principles drawn for either pair do not matter)."""
+    harmless = pair.model_copy(update={"prompt": "p", "response_1": "x", "response_2": "y"})
+    got, wanted = judge.rendered(pair), judge.rendered(harmless)
+    if len(got) != len(wanted):
+        return False
+    for got_messages, want_messages in zip(got, wanted):
+        for g, w in zip(got_messages, want_messages):
+            if _MARKER_RE.findall(g.content) != _MARKER_RE.findall(w.content) or _CHAT_RE.search(g.content):
+                return False
     return True
 
 
@@ -109,7 +111,7 @@ def flip_report(p_worse: dict[tuple[str, str], float | None]) -> dict:
             "clean_pairs_judged": len(clean), "clean_accuracy": round(sum(p < 0.5 for p in clean) / len(clean), 4) if clean else None}
 
 
-def run_hygiene(judge: PairwiseJudge, out: str | Path, items=None, injections=None, version: str = "", progress: bool = True) -> dict:
+def run_hygiene(judge: PairJudge, out: str | Path, items=None, injections=None, version: str = "", progress: bool = True) -> dict:
     """Judge the clean and attacked pairs, check every frame, write hygiene.json and hygiene.md."""
     if items is None:
         items, injections, version = load_adversarial()
@@ -119,11 +121,11 @@ def run_hygiene(judge: PairwiseJudge, out: str | Path, items=None, injections=No
     by_key = {j.key: j for j in result.judgments}
     p_worse = {}
     for item, kind, pair in plan:
-        j = by_key[judge.key(pair)]
-        p_worse[(item, kind)] = 1.0 - j.p_first if j.labeled else None
+        outcome = by_key[judge.key(pair)].outcome
+        p_worse[(item, kind)] = None if outcome is None else 1.0 - outcome
     report = flip_report(p_worse)
     intact = [frame_intact(judge, pair) for _, kind, pair in plan if kind != "none"]
-    report.update(frame_intact=sum(intact), frame_checked=len(intact), injection_set_version=version, judge=judge.config.name)
+    report.update(frame_intact=sum(intact), frame_checked=len(intact), injection_set_version=version, judge=judge.name)
     run.write_json("hygiene.json", report)
     run.file("hygiene.md").write_text(_markdown(report))
     return report
@@ -133,7 +135,9 @@ def _markdown(report: dict) -> str:
     lines = [f"# Judge hygiene: {report['judge']} (injections {report['injection_set_version']})", "",
              f"Frames intact: {report['frame_intact']} of {report['frame_checked']} attacked pairs (every order and principle).",
              f"Clean pairs: the judge preferred the better response in {report['clean_accuracy']} of {report['clean_pairs_judged']}.", "",
-             "| injection | n | flips toward the injected response [Wilson 95%] | mean shift in P(injected better) [95%] |", "|---|---|---|---|"]
+             "| injection | n | flips toward the injected response [Wilson 95%] | mean shift in P(injected better) [95%] |",
+             "|---|---|---|---|"]
     for kind, r in {**report["by_injection"], "ALL": report["overall"]}.items():
-        lines.append(f"| {kind} | {r['n']} | {r['flip_rate']} {r['flip_rate_ci95']} | {r['mean_shift_toward_injection']} {r['mean_shift_ci95']} |")
+        lines.append(f"| {kind} | {r['n']} | {r['flip_rate']} {r['flip_rate_ci95']} | "
+                     f"{r['mean_shift_toward_injection']} {r['mean_shift_ci95']} |")
     return "\n".join(lines) + "\n"

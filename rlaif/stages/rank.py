@@ -15,29 +15,34 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import time
 from collections import Counter
 from itertools import combinations
+from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from rlaif.records import CandidatePair, Judgment, Sample, content_key
+from rlaif.backends.pool import Backends
+from rlaif.config.judge import JudgeSpec
+from rlaif.judging.factory import make_judge
+from rlaif.records import CandidatePair, Judgment, Provenance, Record, Sample, content_key, non_blank, reason_kind
+from rlaif.stages.bradley_terry import comparison_matrix, components, fit_bradley_terry
+from rlaif.stages.label import label_pairs
+from rlaif.store.datasets import build_derived_dataset, save_dataset
+from rlaif.store.manifest import write_manifest
+from rlaif.store.rows import conversation
+from rlaif.store.runfolder import RowError, RunFolder
 
 __all__ = [
-    "CandidateInput", "CandidateSet", "RankedCandidate", "Ranking", "BTFit", "group_candidates", "candidate_pairs",
-    "comparison_matrix", "fit_bradley_terry", "components", "rank_set", "emit_rows", "EMIT_MODES",
+    "CandidateInput", "CandidateSet", "RankedCandidate", "Ranking", "group_candidates", "candidate_pairs", "rank_set",
+    "emit_rows", "rank_stage", "EMIT_MODES",
 ]
 
 EMIT_MODES = ("all", "best_worst", "adjacent")
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CandidateInput(_Record):
+class CandidateInput(Record):
     """One input row: {id, prompt, responses: [...]} or one `Sample` of `rlaif generate` (grouped by prompt_id)."""
 
     id: str
@@ -60,15 +65,10 @@ class CandidateInput(_Record):
         ids = [f"{data.get('id')}:{i}" for i in range(len(responses))] if isinstance(responses, list) else []
         return {**data, "response_ids": ids, "group": data.get("id")}
 
-    @field_validator("id", "prompt")
-    @classmethod
-    def _non_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must be a non-empty string")
-        return value
+    _check_texts = field_validator("id", "prompt")(non_blank)
 
 
-class CandidateSet(_Record):
+class CandidateSet(Record):
     """The distinct, non-empty candidates for one prompt."""
 
     id: str
@@ -111,101 +111,7 @@ def candidate_pairs(cset: CandidateSet) -> list[CandidatePair]:
             for i, j in combinations(range(len(cset.responses)), 2)]
 
 
-def judgment_outcome(judgment: Judgment) -> float | None:
-    """P(response_1 better), 0.5 for a tie the judge declared, None for an unlabeled comparison."""
-    if judgment.labeled:
-        return judgment.p_first
-    ps = [pv.p_first for pv in judgment.per_principle]
-    if ps and None not in ps and not any(pv.error for pv in judgment.per_principle) and sum(ps) / len(ps) == 0.5:
-        return 0.5
-    return None
-
-
-def comparison_matrix(k: int, outcomes: list[tuple[int, int, float | None]]) -> tuple[np.ndarray, dict]:
-    """W[i, j] = fractional wins of i over j from (i, j, P(i better) or None); with counts of what was used."""
-    wins = np.zeros((k, k))
-    counts = Counter()
-    for i, j, p in outcomes:
-        if p is None:
-            counts["unlabeled"] += 1
-            continue
-        counts["ties" if p == 0.5 else "decided"] += 1
-        wins[i, j] += p
-        wins[j, i] += 1.0 - p
-    return wins, {"used": counts["decided"] + counts["ties"], "ties": counts["ties"], "unlabeled": counts["unlabeled"]}
-
-
-class BTFit(_Record):
-    strengths: list[float]
-    """pi_i, on the scale where the prior's reference has strength 1."""
-    iterations: int
-    converged: bool
-
-
-def _log_likelihood(theta: np.ndarray, wins: np.ndarray, prior: float) -> float:
-    """Bradley-Terry log-likelihood of fractional wins, plus prior/2 virtual wins and losses against theta = 0."""
-    diff = theta[:, None] - theta[None, :]
-    ll = -(wins * np.logaddexp(0.0, -diff)).sum()
-    return ll - prior / 2.0 * (np.logaddexp(0.0, -theta) + np.logaddexp(0.0, theta)).sum()
-
-
-def fit_bradley_terry(wins: np.ndarray, prior: float = 1.0, tol: float = 1e-10, max_iter: int = 200) -> BTFit:
-    """Maximise the Bradley-Terry likelihood of `wins` (wins[i, j] = fractional wins of i over j) over the
-    log-strengths theta by Newton's method with step halving (a regularised logistic fit).
-
-    Each candidate also has prior/2 virtual wins and prior/2 virtual losses against a reference with
-    theta = 0 (strength 1): the objective is then strictly concave, every strength finite and the scale
-    fixed. With prior = 0 it is the plain maximum-likelihood fit, centred at a geometric mean of 1; it
-    does not exist for a candidate without a win or without a loss, which is refused.
-    """
-    k = wins.shape[0]
-    if prior <= 0 and not (np.all(wins.sum(axis=1) > 0) and np.all(wins.sum(axis=0) > 0)):
-        raise ValueError("without a prior a candidate with no wins (or no losses) has strength 0 (or infinity); use prior > 0")
-    games = wins + wins.T
-    theta = np.zeros(k)
-    current = _log_likelihood(theta, wins, prior)
-    for iteration in range(1, max_iter + 1):
-        p = 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
-        q = 1.0 / (1.0 + np.exp(-theta))
-        grad = wins.sum(axis=1) - (games * p).sum(axis=1) + prior / 2.0 - prior * q
-        weights = games * p * p.T
-        neg_hessian = np.diag(weights.sum(axis=1) + prior * q * (1.0 - q)) - weights
-        step = np.linalg.lstsq(neg_hessian, grad, rcond=None)[0]
-        t = 1.0
-        while t > 1e-12 and _log_likelihood(theta + t * step, wins, prior) < current - 1e-12 * abs(current):
-            t /= 2.0
-        theta = theta + t * step
-        current = _log_likelihood(theta, wins, prior)
-        if np.max(np.abs(t * step)) < tol:
-            break
-    else:
-        iteration = max_iter + 1
-    if prior <= 0:
-        theta = theta - theta.mean()
-    return BTFit(strengths=np.exp(theta).tolist(), iterations=min(iteration, max_iter), converged=iteration <= max_iter)
-
-
-def components(wins: np.ndarray) -> list[list[int]]:
-    """Connected parts of the comparison graph (an edge where a comparison was used)."""
-    k, seen, parts = wins.shape[0], set(), []
-    games = wins + wins.T
-    for start in range(k):
-        if start in seen:
-            continue
-        part, stack = [], [start]
-        seen.add(start)
-        while stack:
-            node = stack.pop()
-            part.append(node)
-            for other in np.nonzero(games[node] > 0)[0].tolist():
-                if other not in seen:
-                    seen.add(other)
-                    stack.append(other)
-        parts.append(sorted(part))
-    return parts
-
-
-class RankedCandidate(_Record):
+class RankedCandidate(Record):
     index: int
     """Position in the input set."""
     id: str
@@ -220,20 +126,13 @@ class RankedCandidate(_Record):
     comparisons: int
 
 
-class Ranking(_Record):
-    """One prompt's candidates, strongest first, with how the order was reached."""
+class Ranking(Provenance):
+    """One prompt's candidates, strongest first, with how the order was reached (`principle_ids`: every
+    principle any of its comparisons was judged under)."""
 
     set_id: str
     prompt: str
     candidates: list[RankedCandidate]
-    judge: str
-    model: str
-    backend: str
-    template: str
-    template_version: str
-    constitution_version: str
-    principle_ids: list[str]
-    """Every principle any of its comparisons was judged under."""
     comparisons_total: int
     comparisons_used: int
     ties: int
@@ -259,16 +158,10 @@ def _candidate_stats(k: int, outcomes: list[tuple[int, int, float | None]]) -> l
     return stats
 
 
-def _reason_kind(reason: str | None) -> str:
-    """'helpfulness: order 12: prompt too long: 3000 tokens' -> 'prompt too long'."""
-    text = re.sub(r"^[\w-]+: (order \d+: )?", "", reason or "unknown")
-    return text.split(";")[0].split(":")[0].strip()
-
-
 def rank_set(cset: CandidateSet, judgments: list[Judgment], prior: float = 1.0) -> Ranking:
     """Fit and order one set; `judgments` are aligned with `candidate_pairs(cset)`."""
     k = len(cset.responses)
-    outcomes = [(p.source["candidates"][0], p.source["candidates"][1], judgment_outcome(j))
+    outcomes = [(p.source["candidates"][0], p.source["candidates"][1], j.outcome)
                 for p, j in zip(candidate_pairs(cset), judgments)]
     wins, used = comparison_matrix(k, outcomes)
     fit = fit_bradley_terry(wins, prior)
@@ -279,7 +172,7 @@ def rank_set(cset: CandidateSet, judgments: list[Judgment], prior: float = 1.0) 
                               wins=stats[i]["wins"], losses=stats[i]["losses"], ties=stats[i]["ties"],
                               comparisons=stats[i]["comparisons"]) for i in order]
     parts = components(wins)
-    reasons = Counter(_reason_kind(j.reason) for (_, _, p), j in zip(outcomes, judgments) if p is None)
+    reasons = Counter(reason_kind(j.reason) for (_, _, p), j in zip(outcomes, judgments) if p is None)
     first = judgments[0]
     principle_ids = sorted({pid for j in judgments for pid in j.principle_ids})
     return Ranking(
@@ -317,16 +210,12 @@ def emit_rows(ranking: Ranking, emit: Literal["all", "best_worst", "adjacent"],
             ties += 1
             continue
         direct = judgments.get((min(better.index, worse.index), max(better.index, worse.index)))
-        outcome = judgment_outcome(direct) if direct else None
+        outcome = direct.outcome if direct else None
         p_direct = None if outcome is None else (outcome if better.index < worse.index else 1.0 - outcome)
         rows.append({
-            "prompt": [{"role": "user", "content": ranking.prompt}],
-            "chosen": [{"role": "assistant", "content": better.response}],
-            "rejected": [{"role": "assistant", "content": worse.response}],
-            "pair_id": f"{ranking.set_id}:{better.id}>{worse.id}", "source": "ranking", "judge": ranking.judge,
-            "judge_model": ranking.model, "judge_backend": ranking.backend, "template": ranking.template,
-            "template_version": ranking.template_version, "constitution_version": ranking.constitution_version,
-            "principle_ids": direct.principle_ids if direct else ranking.principle_ids,
+            **conversation(ranking.prompt, chosen=better.response, rejected=worse.response),
+            "pair_id": f"{ranking.set_id}:{better.id}>{worse.id}", "source": "ranking",
+            **ranking.columns(), "principle_ids": direct.principle_ids if direct else ranking.principle_ids,
             "probability": better.strength / (better.strength + worse.strength),
             "orders_agree": direct.orders_agree if direct else None,
             "chosen_id": better.id, "rejected_id": worse.id, "chosen_score": better.log_strength,
@@ -341,3 +230,43 @@ def emit_rows(ranking: Ranking, emit: Literal["all", "best_worst", "adjacent"],
             "cost_usd": direct.cost_usd if direct else 0.0,
         })
     return rows, ties
+
+
+def rank_stage(sets: list[CandidateSet], skipped: list[dict], invalid_rows: list[RowError],
+               judge_spec: str | Path | JudgeSpec, backends: Backends, run: RunFolder, batch_size: int = 64,
+               emit: Literal["all", "best_worst", "adjacent"] = "all", prior: float = 1.0, progress: bool = True,
+               extra: dict | None = None) -> dict[str, Any]:
+    """Judge every pair of every set, fit Bradley-Terry per set, emit rows, write every output file."""
+    judge = make_judge(judge_spec, backends, "pairwise", "`rlaif rank`")
+    pairs_by_set = [candidate_pairs(s) for s in sets]
+    started = time.perf_counter()
+    result = label_pairs([p for ps in pairs_by_set for p in ps], judge, run, batch_size=batch_size, progress=progress)
+    by_key = {j.key: j for j in result.judgments}
+    rankings, rows, tied_rows = [], [], 0
+    for cset, pairs in zip(sets, pairs_by_set):
+        judgments = [by_key[judge.key(p)] for p in pairs]
+        ranking = rank_set(cset, judgments, prior)
+        direct = {tuple(p.source["candidates"]): j for p, j in zip(pairs, judgments)}
+        emitted, ties = emit_rows(ranking, emit, direct)
+        rankings.append(ranking)
+        rows.extend(emitted)
+        tied_rows += ties
+    save_dataset(run, "dataset", build_derived_dataset(rows), rows, jsonl="preferences.jsonl")
+    run.write_jsonl("rankings.jsonl", rankings)
+    run.write_jsonl("skipped.jsonl", skipped)
+    run.write_jsonl("invalid_rows.jsonl", invalid_rows)
+    summary = {
+        "prompts": len(sets), "candidates": sum(len(s.responses) for s in sets), "comparisons": len(result.judgments),
+        "comparisons_used": sum(r.comparisons_used for r in rankings), "ties": sum(r.ties for r in rankings),
+        "unlabeled": sum(r.unlabeled for r in rankings), "disconnected_prompts": sum(not r.connected for r in rankings),
+        "skipped": len(skipped), "invalid_rows": len(invalid_rows), "emit": emit, "preference_rows": len(rows),
+        "equal_strength_pairs": tied_rows, "judged_now": result.judged_now, "reused_from_earlier_runs": result.reused,
+        "rank_seconds": round(time.perf_counter() - started, 2),
+        "cost_usd": sum(j.cost_usd for j in result.judgments), "run_dir": str(run.path),
+    }
+    write_manifest(run, judge.describe(), summary, {"judgments": "judgments.jsonl (append log; resumable)", "rankings": "rankings.jsonl",
+                                    "dataset": "dataset/", "preferences": "preferences.jsonl",
+                                    "skipped": "skipped.jsonl", "invalid_rows": "invalid_rows.jsonl"},
+                   bradley_terry={"method": "maximum likelihood (Newton) on fractional wins", "prior_virtual_games": prior,
+                                  "pair_probability": "pi_chosen / (pi_chosen + pi_rejected)"}, **(extra or {}))
+    return summary

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-__all__ = ["RewardConfig", "PPOStageConfig", "DPOStageConfig", "GRPOStageConfig", "DEFAULT_MODEL"]
+from rlaif.config.base import DEFAULT_MODEL, ConfigModel
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+__all__ = ["RewardConfig", "PPOStageConfig", "DPOStageConfig", "GRPOStageConfig"]
 
 
-class _StageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _StageConfig(ConfigModel):
     # Explicit fields that are forwarded to the TRL config under the same name.
     _forwarded: ClassVar[tuple[str, ...]] = ("seed",)
 

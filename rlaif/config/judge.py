@@ -1,4 +1,4 @@
-"""Config models for judges (`judges/*.yaml`) and runs (`configs/*.yaml`), validated by pydantic.
+"""Judge configs (`judges/*.yaml`): a single judge, or an ensemble of catalogue judges.
 
 Every field has a docstring; unknown keys are errors, so a typo in a YAML file is caught by
 `rlaif validate` before any model is loaded.
@@ -7,113 +7,23 @@ Every field has a docstring; unknown keys are errors, so a typo in a YAML file i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from rlaif.config.backend import BackendConfig, VLLMBackendConfig
+from rlaif.config.base import ConfigModel, load_yaml_model
 from rlaif.errors import ConfigError
 from rlaif.resources import resolve_resource
 
 __all__ = [
-    "VLLMBackendConfig",
-    "OpenAIBackendConfig",
-    "ReasoningConfig",
-    "ConsistencyConfig",
-    "PointwiseConfig",
-    "BackendConfig",
-    "PrincipleSelection",
-    "VerdictConfig",
-    "JudgeConfig",
-    "EnsembleConfig",
-    "EnsembleJudgeConfig",
-    "PolicyConfig",
-    "RunConfig",
-    "load_yaml_model",
-    "load_judge_config",
-    "load_judge_spec",
-    "load_run_config",
+    "PrincipleSelection", "VerdictConfig", "ReasoningConfig", "ConsistencyConfig", "PointwiseConfig", "JudgeConfig",
+    "EnsembleConfig", "EnsembleJudgeConfig", "JudgeSpec", "load_judge_spec", "load_judge_config", "sampling_problem",
 ]
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VLLMBackendConfig(_Config):
-    """An in-process vLLM engine."""
-
-    kind: Literal["vllm"] = "vllm"
-    model: str = DEFAULT_MODEL
-    """The embedded model's name, or a path to any local Hugging Face model folder."""
-    dtype: str = "float32"
-    """float32 on CPUs without AVX-512 BF16 (bfloat16 gives garbage there); bfloat16 on GPUs."""
-    enforce_eager: bool = True
-    """Skip torch.compile and CUDA graphs: start-up in ~40 s instead of ~270 s on the CPU."""
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
-    """Share of device memory for weights and KV cache; on the CPU, the KV cache gets this share of the memory
-    available on the engine's NUMA node when it starts (VLLM_CPU_KVCACHE_SPACE, in GiB, overrides it)."""
-    max_model_len: int = Field(2048, ge=128)
-    """Longest prompt plus output, in tokens; longer judge prompts are recorded as unlabeled."""
-    enable_prefix_caching: bool = True
-    """Reuse the KV cache of the shared constitution/instruction prefix across requests."""
-    tensor_parallel_size: int = Field(1, ge=1)
-    """vLLM's own tensor parallelism across GPUs (scale-up stays on the engine)."""
-    seed: int = 0
-    """Engine seed."""
-    max_num_seqs: int | None = None
-    """Upper bound on sequences per engine step; None keeps vLLM's default."""
-
-
-class OpenAIBackendConfig(_Config):
-    """A hosted OpenAI-compatible chat API (OpenAI, a vLLM server, several vLLM servers behind a router)."""
-
-    kind: Literal["openai"]
-    model: str
-    """Model name as the server knows it."""
-    base_url: str
-    """e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1."""
-    api_key_env: str | None = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key (the key itself is never written anywhere);
-    None for servers that need no key."""
-    max_concurrency: int = Field(8, ge=1)
-    """Requests in flight at once."""
-    timeout_s: float = Field(60.0, gt=0)
-    """Per-attempt timeout."""
-    max_attempts: int = Field(6, ge=1)
-    """Attempts per request on 429, 5xx, timeouts and dropped connections (other 4xx: no retry)."""
-    item_budget_s: float = Field(300.0, gt=0)
-    """Total time per request across attempts and waits; past it the item is unlabeled with the reason."""
-    backoff_initial_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
-    """Exponential backoff with jitter between these bounds; a Retry-After header is honoured."""
-    usd_per_million_input_tokens: float = Field(0.0, ge=0)
-    usd_per_million_output_tokens: float = Field(0.0, ge=0)
-    """Prices, for the cost recorded per label and summed per run."""
-    logprobs: bool = True
-    """Ask for logprobs (servers that refuse them get text verdicts: set verdict.parser to text or auto)."""
-    extra_body: dict[str, Any] = Field(default_factory=dict)
-    """Extra JSON fields sent with every request (server-specific options)."""
-
-
-def _backend_kind(value: Any) -> str:
-    """The backend's `kind`; a backend section without one is the in-process vLLM engine."""
-    if isinstance(value, dict):
-        return value.get("kind", "vllm")
-    return getattr(value, "kind", "vllm")
-
-
-BackendConfig = Annotated[
-    Annotated[VLLMBackendConfig, Tag("vllm")] | Annotated[OpenAIBackendConfig, Tag("openai")],
-    Discriminator(_backend_kind, custom_error_type="backend_kind",
-                  custom_error_message="backend.kind must be 'vllm' or 'openai'"),
-]
-_UNION_TAGS = {"vllm", "openai"}
-
-
-class PrincipleSelection(_Config):
+class PrincipleSelection(ConfigModel):
     """Which principles of the constitution each pair is judged under."""
 
     mode: Literal["sample", "all", "fixed"] = "sample"
@@ -126,13 +36,13 @@ class PrincipleSelection(_Config):
     """Seed of the per-pair draw; the same pair always gets the same principles."""
 
     @model_validator(mode="after")
-    def _fixed_needs_ids(self) -> "PrincipleSelection":
+    def _fixed_needs_ids(self) -> PrincipleSelection:
         if self.mode == "fixed" and not self.ids:
             raise ValueError("principles.mode 'fixed' needs a non-empty 'ids' list")
         return self
 
 
-class VerdictConfig(_Config):
+class VerdictConfig(ConfigModel):
     """How the verdict is read from the judge's output."""
 
     parser: Literal["first_token_logprobs", "text", "auto"] = "first_token_logprobs"
@@ -151,7 +61,7 @@ class VerdictConfig(_Config):
     """Calibration temperature applied to the verdict log-odds (1.0 = as the model said)."""
 
 
-class ReasoningConfig(_Config):
+class ReasoningConfig(ConfigModel):
     """Reasoning mode: the judge writes a short rationale before its verdict (chain of thought)."""
 
     enabled: bool = False
@@ -165,7 +75,7 @@ class ReasoningConfig(_Config):
     rationale and the marker."""
 
 
-class ConsistencyConfig(_Config):
+class ConsistencyConfig(ConfigModel):
     """Self-consistency: the same item judged several times and aggregated."""
 
     samples: int = Field(1, ge=1)
@@ -174,7 +84,7 @@ class ConsistencyConfig(_Config):
     """mean: average probability; majority: share of samples preferring response 1 (ties unlabeled)."""
 
 
-class PointwiseConfig(_Config):
+class PointwiseConfig(ConfigModel):
     """Pointwise mode: one response scored per principle on a written rubric."""
 
     # Scores are one digit, 0..9. The expectation reads every score's probability at the ONE output position,
@@ -192,7 +102,7 @@ class PointwiseConfig(_Config):
     the overall score as a Bradley-Terry log-strength measured in units of pair_scale points."""
 
     @model_validator(mode="after")
-    def _scale_and_weights(self) -> "PointwiseConfig":
+    def _scale_and_weights(self) -> PointwiseConfig:
         if self.min_score >= self.max_score:
             raise ValueError(f"min_score {self.min_score} must be below max_score {self.max_score}")
         bad = {k: w for k, w in self.weights.items() if not w > 0}
@@ -201,7 +111,7 @@ class PointwiseConfig(_Config):
         return self
 
 
-class JudgeConfig(_Config):
+class JudgeConfig(ConfigModel):
     """One judge of the catalogue: backend, model, template, constitution, decoding and parser."""
 
     name: str
@@ -223,7 +133,7 @@ class JudgeConfig(_Config):
     pointwise: PointwiseConfig = Field(default_factory=PointwiseConfig)
 
 
-class EnsembleConfig(_Config):
+class EnsembleConfig(ConfigModel):
     """Several judges of the catalogue asked about the same pair; their probabilities are aggregated."""
 
     members: list[str] = Field(min_length=2)
@@ -232,13 +142,13 @@ class EnsembleConfig(_Config):
     """mean: average P(response 1 better) over the members that answered; majority: their vote share."""
 
     @model_validator(mode="after")
-    def _distinct_members(self) -> "EnsembleConfig":
+    def _distinct_members(self) -> EnsembleConfig:
         if len(set(self.members)) != len(self.members):
             raise ValueError(f"ensemble members must be distinct judges, got {self.members}")
         return self
 
 
-class EnsembleJudgeConfig(_Config):
+class EnsembleJudgeConfig(ConfigModel):
     """A judge file that combines other judges (`ensemble:` instead of backend, template and parser)."""
 
     name: str
@@ -247,53 +157,17 @@ class EnsembleJudgeConfig(_Config):
     ensemble: EnsembleConfig
 
 
-class PolicyConfig(_Config):
-    """The policy that generates candidate responses."""
-
-    backend: BackendConfig = Field(default_factory=VLLMBackendConfig)
-    n: int = Field(2, ge=2)
-    """Samples per prompt; every pair of distinct samples becomes a candidate pair."""
-    temperature: float = Field(0.9, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(192, ge=1)
-    seed: int = 1234
-    system_prompt: str | None = None
-    """Optional system message for the policy."""
+JudgeSpec = JudgeConfig | EnsembleJudgeConfig
+"""What a judge file holds: one judge, or an ensemble of them."""
 
 
-class RunConfig(_Config):
-    """A run: prompts -> policy samples -> pairs -> AI labels -> preference dataset."""
-
-    prompts: str = "sets/instructions-v1.jsonl"
-    """JSONL of {id, prompt[, category]} under prompts/ (or a path)."""
-    limit: int | None = Field(None, ge=1)
-    """Use only the first N prompts."""
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    judge: str = "smollm2-pairwise"
-    """Judge name in judges/ (or a path to a judge YAML)."""
-    batch_size: int = Field(64, ge=1)
-    """Pairs per judge batch; finished batches are saved, so a killed run loses at most one."""
-
-
-def _field_path(loc: tuple) -> str:
-    """'backend.max_model_len', without the union tag pydantic inserts ('backend.vllm.max_model_len')."""
-    parts = [str(p) for i, p in enumerate(loc) if not (i and p in _UNION_TAGS and str(loc[i - 1]) == "backend")]
-    return ".".join(parts) or "<root>"
-
-
-def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
-    """Read a YAML file into a config model, turning every failure into one clear ConfigError."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"{path}: invalid {model.__name__}: {problems}") from exc
+def sampling_problem(config: JudgeConfig) -> str | None:
+    """Why self-consistency samples would all be identical (None when they can differ)."""
+    n = config.self_consistency.samples
+    if n > 1 and not (config.reasoning.enabled and config.reasoning.temperature > 0):
+        return (f"self_consistency.samples is {n}, but the samples would be identical: it needs reasoning.enabled "
+                f"with reasoning.temperature > 0")
+    return None
 
 
 def load_judge_config(name: str | Path) -> JudgeConfig:
@@ -304,7 +178,7 @@ def load_judge_config(name: str | Path) -> JudgeConfig:
     return spec
 
 
-def load_judge_spec(name: str | Path) -> JudgeConfig | EnsembleJudgeConfig:
+def load_judge_spec(name: str | Path) -> JudgeSpec:
     """Load a judge or an ensemble of judges (a file with a top-level `ensemble:` key)."""
     path = resolve_resource(name, "judges")
     try:
@@ -315,6 +189,3 @@ def load_judge_spec(name: str | Path) -> JudgeConfig | EnsembleJudgeConfig:
     return load_yaml_model(path, EnsembleJudgeConfig if is_ensemble else JudgeConfig)
 
 
-def load_run_config(name: str | Path) -> RunConfig:
-    """Load a run config by name (`main`) or path."""
-    return load_yaml_model(resolve_resource(name, "configs"), RunConfig)

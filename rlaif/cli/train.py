@@ -1,29 +1,39 @@
-"""CLI commands: `rlaif train rm|ppo|dpo|grpo` and `rlaif loop`."""
+"""The training commands: `rlaif train rm|ppo|dpo|grpo` and `rlaif loop`."""
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+from rlaif.cli.common import out_folder, read_input
+from rlaif.errors import InputError
 
 __all__ = ["add_parsers"]
 
 
 def _stage_config(cls, path: str | None):
     from rlaif.config import load_yaml_model
+    from rlaif.resources import resolve_resource
 
-    return load_yaml_model(Path(path), cls) if path else cls()
+    return load_yaml_model(resolve_resource(path, "configs"), cls) if path else cls()
 
 
 def _prompts(path: str) -> list:
     from rlaif.records import PromptItem
     from rlaif.resources import resolve_resource
-    from rlaif.runfolder import read_rows
 
-    items, bad = read_rows(resolve_resource(path, "prompts", suffix=".jsonl"), PromptItem)
-    for row in bad:
-        print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
+    items, _ = read_input(resolve_resource(path, "prompts", suffix=".jsonl"), PromptItem, "JSONL rows {id, prompt}")
     return [[{"role": "user", "content": p.prompt}] for p in items]
+
+
+def _dataset(args: argparse.Namespace):
+    if not args.dataset:
+        raise InputError(f"train {args.stage} needs --dataset: the dataset/ folder of a `rlaif label` or `rlaif run` "
+                         "folder (or the run folder itself)")
+    from rlaif.store.datasets import load_preferences
+
+    return load_preferences(Path(args.dataset))
 
 
 def _show(metrics: dict, out: str) -> None:
@@ -32,19 +42,17 @@ def _show(metrics: dict, out: str) -> None:
     print(f"outputs in {out}")
 
 
-def cmd_train(args) -> int:
-    from datasets import load_from_disk
-
-    from rlaif.train import config as C
+def cmd_train(args: argparse.Namespace) -> int:
+    from rlaif.config import train as C
 
     if args.stage == "rm":
         from rlaif.train.reward import train_reward_model
 
-        metrics = train_reward_model(load_from_disk(args.dataset), _stage_config(C.RewardConfig, args.config), args.out)
+        metrics = train_reward_model(_dataset(args), _stage_config(C.RewardConfig, args.config), args.out)
     elif args.stage == "dpo":
         from rlaif.train.dpo import train_dpo
 
-        metrics = train_dpo(load_from_disk(args.dataset), _stage_config(C.DPOStageConfig, args.config), args.out)
+        metrics = train_dpo(_dataset(args), _stage_config(C.DPOStageConfig, args.config), args.out)
     elif args.stage == "ppo":
         from rlaif.train.ppo import train_ppo
 
@@ -53,21 +61,21 @@ def cmd_train(args) -> int:
             cfg = cfg.model_copy(update={"reward_model": args.reward_model})
         metrics = train_ppo(_prompts(args.prompts), cfg, args.out)
     else:
-        from rlaif.config import load_judge_config
-        from rlaif.pipeline import BackendPool
+        from rlaif.backends import BackendPool
+        from rlaif.judging import make_judge
         from rlaif.train.judge_reward import JudgeReward, train_grpo
 
-        judge_config = load_judge_config(args.judge)
         with BackendPool() as pool:
-            reward = JudgeReward(judge_config, pool.get(judge_config.backend), reference=args.reference)
+            reward = JudgeReward(make_judge(args.judge, pool, "pairwise", "`rlaif train grpo`"), reference=args.reference)
             metrics = train_grpo(_prompts(args.prompts), reward, _stage_config(C.GRPOStageConfig, args.config), args.out)
         metrics["judge_calls"], metrics["judge_unlabeled"] = reward.calls, dict(reward.unlabeled)
     _show(metrics, args.out)
     return 0
 
 
-def cmd_loop(args) -> int:
-    from rlaif.loop import load_loop_config, run_loop
+def cmd_loop(args: argparse.Namespace) -> int:
+    from rlaif.config import load_loop_config
+    from rlaif.train.loop import run_loop
 
     state = run_loop(load_loop_config(args.config), args.out, progress=not args.quiet, stop_after=args.stop_after)
     for stage, info in state["done"].items():
@@ -78,31 +86,31 @@ def cmd_loop(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a reward model, PPO, DPO, or GRPO with the judge as reward",
+def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[shared], help="train a reward model, PPO, DPO, or GRPO with the judge as reward",
                        description="rm: TRL RewardTrainer on a preference dataset (filters and soft-label options in the "
                                    "config); ppo: TRL PPO against a reward model; dpo: TRL DPOTrainer straight from the "
                                    "dataset; grpo: TRL GRPOTrainer whose reward is the judge itself (direct RLAIF), pairwise "
-                                   "against a reference response. --config is a YAML of the stage config (rlaif.train.config); "
+                                   "against a reference response. --config is a YAML of the stage config (rlaif.config.train); "
                                    "its trainer_args go straight into TRL's own config class.")
     p.add_argument("stage", choices=["rm", "ppo", "dpo", "grpo"])
     p.add_argument("--config", help="stage config YAML (default: the stage's defaults on the embedded model)")
-    p.add_argument("--dataset", help="rm/dpo: a preference dataset folder (runs/X/dataset, from rlaif label or run)")
+    p.add_argument("--dataset", help="rm/dpo: a preference dataset: runs/X/dataset (rlaif label, run, score, rank), "
+                                     "runs/X/preferences (rlaif revise), the run folder itself, or its preferences.jsonl")
     p.add_argument("--prompts", default="sets/instructions-v1.jsonl", help="ppo/grpo: JSONL prompt set (default: %(default)s)")
     p.add_argument("--reward-model", help="ppo: reward model folder (rlaif train rm's OUT/model)")
     p.add_argument("--judge", default="smollm2-pairwise", help="grpo: judge used as the reward (default: %(default)s)")
     p.add_argument("--reference", default="I don't know.", help="grpo: reference response the judge compares against")
-    p.add_argument("--out", required=True, help="output folder (model, metrics.json, log.jsonl)")
+    p.add_argument("--out", type=out_folder, required=True, help="output folder (model, metrics.json, log.jsonl)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("loop", help="the whole RLAIF loop: samples -> AI labels -> reward model -> PPO -> evaluation",
+    p = sub.add_parser("loop", parents=[shared], help="the whole RLAIF loop: samples -> AI labels -> reward model -> PPO -> evaluation",
                        description="Run every stage into one folder; rerunning resumes from the last finished stage. "
                                    "Training and evaluation prompts are disjoint. Ends with report.md and metrics.json: "
                                    "reward-model held-out accuracy, the PPO policy's win rate against the starting policy, "
                                    "reward, KL and length before/after, with 95% intervals.")
     p.add_argument("--config", default="loop", help="loop config in configs/ or a path (default: %(default)s)")
-    p.add_argument("--out", default="runs/loop", help="run folder (default: %(default)s)")
+    p.add_argument("--out", type=out_folder, default=Path("runs/loop"), help="run folder (default: %(default)s)")
     p.add_argument("--stop-after", choices=["split", "samples", "labels", "reward_model", "ppo", "evaluation"],
                    help="stop after this stage (rerun to continue)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_loop)

@@ -15,84 +15,56 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field
+from rlaif.backends.base import Backend
+from rlaif.backends.pool import BackendPool
+from rlaif.config.backend import BackendConfig
+from rlaif.config.judge import JudgeSpec, load_judge_spec
+from rlaif.config.loop import LoopConfig
+from rlaif.config.run import RunConfig
+from rlaif.errors import ConfigError
+from rlaif.judging.factory import make_judge
+from rlaif.records import CandidatePair, PromptItem
+from rlaif.stages.generate import PAIRS, generate_stage, load_prompts, make_pairs
+from rlaif.stages.label import label_stage
+from rlaif.store.runfolder import RunFolder
 
-from rlaif.config import PolicyConfig, _Config, load_judge_config
-from rlaif.runfolder import RunFolder
-from rlaif.train.config import PPOStageConfig, RewardConfig
-
-__all__ = ["EvalConfig", "LoopConfig", "STAGES", "run_loop", "load_loop_config"]
+__all__ = ["STAGES", "run_loop", "write_loop_report"]
 
 STAGES = ("split", "samples", "labels", "reward_model", "ppo", "evaluation")
 
 
-class EvalConfig(_Config):
-    """Evaluation on held-out prompts."""
-
-    prompts: int = Field(8, ge=1)
-    """How many prompts are held out of training for the evaluation."""
-    max_new_tokens: int = Field(64, ge=1)
-    temperature: float = Field(0.7, ge=0)
-    seed: int = 0
-
-
-class LoopConfig(_Config):
-    """prompts -> policy samples -> AI labels -> reward model -> PPO -> evaluation."""
-
-    prompts: str = "sets/instructions-v1.jsonl"
-    """JSONL prompt set under prompts/ (or a path); split into training and held-out evaluation prompts."""
-    split_seed: int = 0
-    train_limit: int | None = Field(None, ge=1)
-    """Use at most this many training prompts (small runs)."""
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    """How the starting policy samples the candidate responses that the judge labels."""
-    judge: str = "smollm2-pairwise"
-    batch_size: int = Field(16, ge=1)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
-    ppo: PPOStageConfig = Field(default_factory=PPOStageConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-
-
-def load_loop_config(name: str | Path) -> LoopConfig:
-    from rlaif.config import load_yaml_model
-    from rlaif.resources import resolve_resource
-
-    return load_yaml_model(resolve_resource(name, "configs"), LoopConfig)
-
-
 class _Context:
     def __init__(self, config: LoopConfig, run: RunFolder, progress: bool):
-        from rlaif.pipeline import BackendPool
-
         self.config, self.run, self.progress = config, run, progress
-        self.judge_config = load_judge_config(config.judge)
-        self._pool_cls, self.pool = BackendPool, None
+        self.judge_spec: JudgeSpec = load_judge_spec(config.judge)
+        self._pool: BackendPool | None = None
 
-    def backend(self, backend_config):
-        if self.pool is None:
-            self.pool = self._pool_cls()
+    @property
+    def pool(self) -> BackendPool:
+        """The inference engines, opened on first use (and again after `release`)."""
+        if self._pool is None:
+            self._pool = BackendPool()
+        return self._pool
+
+    def backend(self, backend_config: BackendConfig) -> Backend:
         return self.pool.get(backend_config)
 
     def release(self) -> None:
         """Close inference engines before training, so their memory goes back."""
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def split(self) -> dict:
         return json.loads(self.run.file("split.json").read_text())
 
 
 def _split(ctx: _Context) -> dict:
-    from rlaif.pipeline import load_prompts
-
     prompts, bad = load_prompts(_run_config(ctx.config))
     order = list(range(len(prompts)))
     random.Random(ctx.config.split_seed).shuffle(order)
     n_eval = ctx.config.eval.prompts
     if len(prompts) < n_eval + 2:
-        from rlaif.errors import ConfigError
-
         raise ConfigError(f"{len(prompts)} prompts cannot give {n_eval} evaluation prompts and at least 2 training prompts")
     eval_idx, train_idx = sorted(order[:n_eval]), sorted(order[n_eval:])
     if ctx.config.train_limit:
@@ -103,17 +75,11 @@ def _split(ctx: _Context) -> dict:
     return {"train": len(train_idx), "eval": len(eval_idx)}
 
 
-def _run_config(config: LoopConfig):
-    from rlaif.config import RunConfig
-
+def _run_config(config: LoopConfig) -> RunConfig:
     return RunConfig(prompts=config.prompts, policy=config.policy, judge=config.judge, batch_size=config.batch_size)
 
 
 def _samples(ctx: _Context) -> dict:
-    from rlaif.generate import make_pairs
-    from rlaif.pipeline import PAIRS, generate_stage
-    from rlaif.records import PromptItem
-
     train = [PromptItem(**p) for p in ctx.split()["train"]]
     samples = generate_stage(train, ctx.backend(ctx.config.policy.backend), _run_config(ctx.config), ctx.run, ctx.progress)
     pairs, skipped = make_pairs(samples)
@@ -123,13 +89,10 @@ def _samples(ctx: _Context) -> dict:
 
 
 def _labels(ctx: _Context) -> dict:
-    from rlaif.pipeline import PAIRS, label_stage
-    from rlaif.records import CandidatePair
-
     pairs = ctx.run.read(PAIRS, CandidatePair)
     skipped = [json.loads(line) for line in ctx.run.file("skipped_pairs.jsonl").read_text().splitlines() if line.strip()]
-    summary = label_stage(pairs, ctx.judge_config, ctx.backend(ctx.judge_config.backend), ctx.run, ctx.config.batch_size,
-                          skipped=skipped, progress=ctx.progress)
+    summary = label_stage(pairs, ctx.judge_spec, ctx.pool, ctx.run, ctx.config.batch_size, skipped=skipped,
+                          progress=ctx.progress)
     return {k: summary[k] for k in ("pairs", "labeled", "unlabeled", "unlabeled_reasons", "orders_agree_rate")}
 
 
@@ -155,11 +118,10 @@ def _ppo(ctx: _Context) -> dict:
 
 
 def _evaluation(ctx: _Context) -> dict:
-    from rlaif.evaluate import evaluate_policies
-    from rlaif.judge import PairwiseJudge
     from rlaif.train.common import resolve
+    from rlaif.train.evaluate import evaluate_policies
 
-    judge = PairwiseJudge(ctx.judge_config, ctx.backend(ctx.judge_config.backend))
+    judge = make_judge(ctx.judge_spec, ctx.pool, "pairwise", "the loop's evaluation")
     e = ctx.config.eval
     metrics = evaluate_policies([p["prompt"] for p in ctx.split()["eval"]], resolve(ctx.config.ppo.policy_model),
                                 ctx.run.file("ppo") / "policy", ctx.run.file("reward_model") / "model", judge,

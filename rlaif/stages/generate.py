@@ -1,4 +1,7 @@
-"""Policy samples: N responses per prompt, and candidate pairs built from them."""
+"""Policy samples: N responses per prompt, and candidate pairs built from them (`rlaif generate`).
+
+A rerun into the same folder samples only the prompts that have no samples yet.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,14 @@ from itertools import combinations
 from tqdm.auto import tqdm
 
 from rlaif.backends.base import Backend, CompletionRequest
-from rlaif.config import PolicyConfig
+from rlaif.config.run import PolicyConfig, RunConfig
 from rlaif.records import CandidatePair, Message, PromptItem, Sample, content_key
+from rlaif.resources import resolve_resource
+from rlaif.store.runfolder import RowError, RunFolder, read_rows
 
-__all__ = ["sample_requests", "iter_samples", "make_pairs"]
+__all__ = ["sample_requests", "iter_samples", "make_pairs", "load_prompts", "generate_stage", "SAMPLES", "PAIRS"]
+
+SAMPLES, PAIRS = "samples.jsonl", "pairs.jsonl"
 
 
 def sample_requests(prompts: list[PromptItem], policy: PolicyConfig) -> list[CompletionRequest]:
@@ -71,3 +78,21 @@ def make_pairs(samples: list[Sample]) -> tuple[list[CandidatePair], list[dict]]:
                 pairs.append(CandidatePair(id=pair_id, prompt=a.prompt, response_1=a.response, response_2=b.response,
                                            source={"prompt_id": prompt_id, "samples": [a.index, b.index], "model": a.model}))
     return pairs, skipped
+
+
+def load_prompts(config: RunConfig) -> tuple[list[PromptItem], list[RowError]]:
+    """The run config's prompt set (its first `limit` prompts), and the rows that could not be used."""
+    prompts, errors = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
+    return (prompts[: config.limit] if config.limit else prompts), errors
+
+
+def generate_stage(prompts: list[PromptItem], backend: Backend, config: RunConfig, run: RunFolder,
+                   progress: bool = True) -> list[Sample]:
+    """Samples for every prompt; prompts already sampled in this folder are not sampled again."""
+    have = {s.prompt_id for s in run.read(SAMPLES, Sample)}
+    todo = [p for p in prompts if p.id not in have]
+    for samples, failures in iter_samples(todo, backend, config.policy, config.batch_size, progress):
+        run.append(SAMPLES, samples)
+        run.append("generation_failures.jsonl", failures)
+    wanted = {p.id for p in prompts}
+    return [s for s in run.read(SAMPLES, Sample) if s.prompt_id in wanted]

@@ -5,21 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rlaif.config import JudgeConfig, RunConfig, load_yaml_model
+from rlaif.config import (
+    EnsembleJudgeConfig,
+    JudgeConfig,
+    LoopConfig,
+    ReviseConfig,
+    RunConfig,
+    load_judge_config,
+    load_judge_spec,
+    load_yaml_model,
+    sampling_problem,
+)
 from rlaif.errors import RlaifError
-from rlaif.prompting import load_constitution, load_template
+from rlaif.judging.prompting import load_constitution, load_template
 from rlaif.records import PromptItem
 from rlaif.resources import list_resources, resolve_resource
-from rlaif.runfolder import read_rows
+from rlaif.stages.reviser import round_principle
+from rlaif.store.runfolder import read_rows
 
 __all__ = ["validate_judge", "validate_run", "validate_all"]
 
 
 def validate_judge(path: Path) -> str:
     """Schema, template, constitution, principle ids, and a test render with every variable."""
-    from rlaif.config import load_judge_spec
-    from rlaif.judge import sampling_problem
-
     spec = load_judge_spec(path)
     if not isinstance(spec, JudgeConfig):
         return validate_ensemble(spec)
@@ -42,37 +50,33 @@ def validate_judge(path: Path) -> str:
         if config.reasoning.enabled and not any(config.reasoning.marker in m.content for m in messages):
             raise RlaifError(f"{path}: reasoning is enabled but template {config.template} never shows the judge "
                              f"the marker {config.reasoning.marker!r} (use judge/pairwise-reasoning.jinja)")
-    return f"judge {config.name}: template {template.version}, constitution {constitution.version} ({len(constitution.principles)} principles)"
+    principles = len(constitution.principles)
+    return f"judge {config.name}: template {template.version}, constitution {constitution.version} ({principles} principles)"
 
 
-def validate_ensemble(config) -> str:
-    """Every member is a valid single judge of the catalogue (or a path)."""
-    from rlaif.config import JudgeConfig as Single, load_judge_spec
-    from rlaif.resources import resolve_resource as resolve
-
+def validate_ensemble(config: EnsembleJudgeConfig) -> str:
+    """Every member is a valid single pairwise judge of the catalogue (or a path)."""
     for name in config.ensemble.members:
         member = load_judge_spec(name)
-        if not isinstance(member, Single):
+        if not isinstance(member, JudgeConfig):
             raise RlaifError(f"ensemble {config.name}: member {name} is itself an ensemble")
-        validate_judge(resolve(name, "judges"))
+        if member.mode != "pairwise":
+            raise RlaifError(f"ensemble {config.name}: member {name} is a {member.mode} judge; members must be pairwise")
+        validate_judge(resolve_resource(name, "judges"))
     return f"ensemble {config.name}: {config.ensemble.aggregate} of {', '.join(config.ensemble.members)}"
 
 
 def validate_run(path: Path) -> str:
-    from rlaif.config import load_judge_spec
-
     config: RunConfig = load_yaml_model(path, RunConfig)
     judge = load_judge_spec(config.judge)
     prompts, errors = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
     if errors:
-        raise RlaifError(f"{path}: prompt set {config.prompts} has {len(errors)} invalid rows, first: line {errors[0].line}: {errors[0].error}")
+        raise RlaifError(f"{path}: prompt set {config.prompts} has {len(errors)} invalid rows, "
+                         f"first: line {errors[0].line}: {errors[0].error}")
     return f"run config {path.stem}: {len(prompts)} prompts, judge {judge.name}"
 
 
 def validate_loop(path: Path) -> str:
-    from rlaif.config import load_judge_config
-    from rlaif.loop import LoopConfig
-
     config: LoopConfig = load_yaml_model(path, LoopConfig)
     judge = load_judge_config(config.judge)
     prompts, errors = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
@@ -84,8 +88,6 @@ def validate_loop(path: Path) -> str:
 
 def validate_revise(path: Path) -> str:
     """Schema, both templates rendered with every variable, constitution, principle ids and the prompt set."""
-    from rlaif.revise import ReviseConfig, round_principle
-
     config: ReviseConfig = load_yaml_model(path, ReviseConfig)
     constitution = load_constitution(config.constitution)
     principle = round_principle(constitution, config.principles, "item", 1).model_dump()

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from rlaif.audit import metrics as M
-from rlaif.judge import PairwiseJudge
-from rlaif.label import label_pairs
+from rlaif.judging.base import PairJudge
 from rlaif.records import CandidatePair
-from rlaif.runfolder import RunFolder
+from rlaif.stages.label import label_pairs
+from rlaif.store.runfolder import RunFolder
 
 __all__ = ["generate_hf", "response_logprobs", "win_rate", "evaluate_policies"]
 
@@ -98,7 +98,7 @@ def win_rate(p_trained: list[float | None], identical: int = 0) -> dict:
             "mean_p_trained_better": _mean_ci(labeled)}
 
 
-def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, judge: PairwiseJudge, out: Path,
+def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, judge: PairJudge, out: Path,
                       max_new_tokens: int = 64, temperature: float = 0.7, seed: int = 0) -> dict:
     """The whole evaluation; writes samples, judgments and metrics.json under `out`."""
     run = RunFolder(out)
@@ -115,8 +115,7 @@ def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, jud
     result = label_pairs([pair for _, pair in pairs], judge, run, progress=False)
     by_key = {j.key: j for j in result.judgments}
     for i, pair in pairs:
-        j = by_key[judge.key(pair)]
-        p_trained[i] = j.p_first if j.labeled else None
+        p_trained[i] = by_key[judge.key(pair)].outcome
     from rlaif.train.scoring import RewardScorer
 
     scorer = RewardScorer(reward_dir)

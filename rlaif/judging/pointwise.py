@@ -1,6 +1,6 @@
 """Pointwise judging: each response scored alone, per principle, on a written rubric; pairs derived from scores.
 
-    ScoreItem -> PointwiseJudge -> ScoreRecord -> (pairs_from_scores) -> derived preference rows
+    ScoreItem -> PointwiseJudge -> ScoreRecord   (pairs from scores: rlaif.stages.score)
 
 The judge answers one digit. Where the backend returns first-token logprobs, the score is the expectation
 over the score digits' probabilities renormalised to sum to 1 (a digit outside the top logprobs counts as 0);
@@ -10,36 +10,27 @@ score leaves the item unscored with the reason, never a made-up score.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlaif.backends.base import Backend, Completion, CompletionRequest
-from rlaif.config import JudgeConfig
+from rlaif.config.judge import JudgeConfig
 from rlaif.errors import ConfigError
-from rlaif.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
-from rlaif.records import Message, Sample, content_key
-from rlaif.runfolder import RunFolder, resume_in_batches
+from rlaif.judging.base import describe
+from rlaif.judging.combining import usage
+from rlaif.judging.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
+from rlaif.records import Message, Provenance, Record, Sample, content_key, non_blank
 
 __all__ = [
-    "ScoreItem", "PrincipleScore", "ScoreRecord", "ScoreReading", "PointwiseJudge", "ScoreResult",
-    "expected_score", "parse_text_score", "read_score", "weighted_score", "score_items", "pairs_from_scores",
-    "pair_probability", "SCORES",
+    "ScoreItem", "PrincipleScore", "ScoreRecord", "ScoreReading", "PointwiseJudge",
+    "expected_score", "parse_text_score", "read_score", "weighted_score",
 ]
 
-SCORES = "scores.jsonl"
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScoreItem(_Record):
+class ScoreItem(Record):
     """One response to score: a row {id, prompt, response} or a `Sample` from `rlaif generate`."""
 
     id: str
@@ -59,12 +50,7 @@ class ScoreItem(_Record):
                                                               "finish_reason": sample.finish_reason}}
         return data
 
-    @field_validator("id", "prompt", "response")
-    @classmethod
-    def _non_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must be a non-empty string")
-        return value
+    _check_texts = field_validator("id", "prompt", "response")(non_blank)
 
     @property
     def key(self) -> str:
@@ -72,7 +58,7 @@ class ScoreItem(_Record):
         return content_key(self.prompt, self.response)
 
 
-class PrincipleScore(_Record):
+class PrincipleScore(Record):
     """The judge's score for one response under one principle, with everything it was read from."""
 
     principle_id: str
@@ -92,7 +78,7 @@ class PrincipleScore(_Record):
     error: str | None = None
 
 
-class ScoreRecord(_Record):
+class ScoreRecord(Provenance):
     """One response's scores: scored (overall `score` set) or unscored (`reason` set)."""
 
     key: str
@@ -100,12 +86,6 @@ class ScoreRecord(_Record):
     item_id: str
     item_key: str
     prompt_id: str | None = None
-    judge: str
-    model: str
-    backend: str
-    template: str
-    template_version: str
-    constitution_version: str
     min_score: int
     max_score: int
     principle_ids: list[str]
@@ -198,7 +178,7 @@ class PointwiseJudge:
                  constitution: Constitution | None = None):
         if config.mode != "pointwise":
             raise ConfigError(f"judge {config.name!r} has mode {config.mode!r}; `rlaif score` needs a pointwise judge")
-        self.config, self.backend = config, backend
+        self.config, self.backend, self.name = config, backend, config.name
         self.template = template or load_template(config.template)
         self.constitution = constitution or load_constitution(config.constitution)
         self.constitution.get(list(config.pointwise.weights))  # unknown ids are an error, not silently ignored
@@ -207,6 +187,10 @@ class PointwiseJudge:
     def key(self, item: ScoreItem) -> str:
         """Identity of this judge's score for this response: reused on rerun, never redone."""
         return content_key(item.key, self.fingerprint)
+
+    def describe(self) -> dict[str, Any]:
+        return describe(self.config, self.template.name, self.template.version, self.constitution.name,
+                        self.constitution.version)
 
     def principles_for(self, item: ScoreItem) -> list[Principle]:
         sel = self.config.principles
@@ -255,84 +239,5 @@ class PointwiseJudge:
             template_version=self.template.version, constitution_version=self.constitution.version,
             min_score=pw.min_score, max_score=pw.max_score, principle_ids=[ps.principle_id for ps in per_principle],
             per_principle=per_principle, weights=weights, score=overall, reason="; ".join(errors) or None,
-            prompt_tokens=sum(c.prompt_tokens for c in completions),
-            completion_tokens=sum(c.completion_tokens for c in completions),
-            cost_usd=sum(c.cost_usd for c in completions), latency_s=sum(c.latency_s for c in completions),
+            **usage(completions),
         )
-
-
-@dataclass
-class ScoreResult:
-    """Final records in input order (one per distinct response), and how many were new or reused."""
-
-    records: list[ScoreRecord]
-    items: list[ScoreItem]
-    scored_now: int = 0
-    reused: int = 0
-    seconds: float = 0.0
-    duplicates: list[str] = field(default_factory=list)
-
-
-def score_items(items: list[ScoreItem], judge: PointwiseJudge, run: RunFolder, batch_size: int = 64,
-                progress: bool = True) -> ScoreResult:
-    """Score what is not scored yet in `run`, appending each finished batch to scores.jsonl.
-
-    Scored records already there (same texts, same judge fingerprint) are reused; unscored ones are tried
-    again, since their cause may have been transient. The latest record per key wins.
-    """
-    done = resume_in_batches(run, SCORES, ScoreRecord, items, judge.key, lambda r: r.scored, judge.score, batch_size,
-                             progress, desc="scoring responses", unit="response")
-    return ScoreResult(records=list(done.records.values()), items=list(done.items.values()), scored_now=done.done_now,
-                       reused=done.reused, seconds=done.seconds, duplicates=done.duplicates)
-
-
-def pair_probability(score_chosen: float, score_rejected: float, scale: float = 1.0) -> float:
-    """P(chosen better) = sigmoid((s_chosen - s_rejected) / scale): the overall score read as a Bradley-Terry
-    log-strength in units of `scale` points (1 point -> 0.73, 2 -> 0.88, 4 -> 0.98 with scale 1)."""
-    return 1.0 / (1.0 + math.exp(-(score_chosen - score_rejected) / scale))
-
-
-def _score_summary(record: ScoreRecord) -> dict:
-    return {"id": record.item_id, "score": record.score, "per_principle": {
-        ps.principle_id: {"score": ps.score, "method": ps.method, "distribution": ps.distribution}
-        for ps in record.per_principle}}
-
-
-def _pair_row(better: tuple[ScoreItem, ScoreRecord], worse: tuple[ScoreItem, ScoreRecord], scale: float) -> dict:
-    (ci, cr), (ri, rr) = better, worse
-    return {
-        "prompt": [{"role": "user", "content": ci.prompt}],
-        "chosen": [{"role": "assistant", "content": ci.response}],
-        "rejected": [{"role": "assistant", "content": ri.response}],
-        "pair_id": f"{ci.id}>{ri.id}", "source": "pointwise", "judge": cr.judge, "judge_model": cr.model,
-        "judge_backend": cr.backend, "template": cr.template, "template_version": cr.template_version,
-        "constitution_version": cr.constitution_version, "principle_ids": cr.principle_ids,
-        "probability": pair_probability(cr.score, rr.score, scale), "orders_agree": None,
-        "chosen_id": ci.id, "rejected_id": ri.id, "chosen_score": cr.score, "rejected_score": rr.score,
-        "comparisons": 0,
-        "provenance": json.dumps({"mapping": f"sigmoid((chosen_score - rejected_score) / {scale})",
-                                  "chosen": _score_summary(cr), "rejected": _score_summary(rr)}, ensure_ascii=False),
-        # tokens and cost of the two scorings behind the row (a response in several rows is counted in each)
-        "prompt_tokens": cr.prompt_tokens + rr.prompt_tokens,
-        "completion_tokens": cr.completion_tokens + rr.completion_tokens, "cost_usd": cr.cost_usd + rr.cost_usd,
-    }
-
-
-def pairs_from_scores(items: list[ScoreItem], records: list[ScoreRecord], scale: float = 1.0) -> tuple[list[dict], list[dict]]:
-    """Preference rows for every two scored responses to the same prompt; equal scores give no row (a tie).
-
-    `items` and `records` are aligned (as in ScoreResult). Returns (rows, ties).
-    """
-    groups: dict[tuple[str | None, str], list[tuple[ScoreItem, ScoreRecord]]] = {}
-    for item, record in zip(items, records):
-        if record.scored:
-            groups.setdefault((item.prompt_id, item.prompt), []).append((item, record))
-    rows, ties = [], []
-    for members in groups.values():
-        for a, b in combinations(members, 2):
-            diff = a[1].score - b[1].score
-            if abs(diff) < 1e-12:
-                ties.append({"ids": [a[0].id, b[0].id], "score": a[1].score, "prompt_id": a[0].prompt_id})
-            else:
-                rows.append(_pair_row(a, b, scale) if diff > 0 else _pair_row(b, a, scale))
-    return rows, ties

@@ -1,14 +1,24 @@
-"""Judgments -> a preference dataset in TRL's conversational prompt/chosen/rejected format, with
-provenance columns. Unlabeled pairs are never turned into rows; they are listed with their reasons.
+"""Preference rows in TRL's conversational prompt/chosen/rejected format, with provenance columns.
+
+Every kind of row (pairwise labels, pairs from pointwise scores, pairs from a ranking, revisions) starts from
+`conversation` and, where a judge made it, carries `Provenance.columns()`. Unlabeled pairs are never turned
+into rows; they are listed with their reasons.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from rlaif.records import CandidatePair, Judgment
+from rlaif.records import CandidatePair, Judgment, OrderVerdict
 
-__all__ = ["preference_row", "unlabeled_row", "build_dataset", "build_derived_dataset", "PROVENANCE_COLUMNS", "DERIVED_COLUMNS"]
+__all__ = ["conversation", "preference_row", "unlabeled_row", "rationales", "PROVENANCE_COLUMNS", "DERIVED_COLUMNS"]
+
+
+def conversation(prompt: str, **turns: str) -> dict[str, Any]:
+    """{"prompt": [user message], name: [assistant message] for each turn} (chosen/rejected or completion)."""
+    return {"prompt": [{"role": "user", "content": prompt}],
+            **{name: [{"role": "assistant", "content": text}] for name, text in turns.items()}}
 
 PROVENANCE_COLUMNS = [
     "pair_id", "judge", "judge_model", "judge_backend", "template", "template_version", "constitution_version",
@@ -17,7 +27,7 @@ PROVENANCE_COLUMNS = [
 ]
 
 
-def _order_key(o) -> str:
+def _order_key(o: OrderVerdict) -> str:
     return o.order if o.sample == 0 else f"{o.order}/sample{o.sample}"
 
 
@@ -56,17 +66,9 @@ def preference_row(pair: CandidatePair, judgment: Judgment) -> dict:
     first_wins = judgment.p_first > 0.5
     chosen, rejected = (pair.response_1, pair.response_2) if first_wins else (pair.response_2, pair.response_1)
     return {
-        "prompt": [{"role": "user", "content": pair.prompt}],
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
+        **conversation(pair.prompt, chosen=chosen, rejected=rejected),
         "pair_id": pair.id,
-        "judge": judgment.judge,
-        "judge_model": judgment.model,
-        "judge_backend": judgment.backend,
-        "template": judgment.template,
-        "template_version": judgment.template_version,
-        "constitution_version": judgment.constitution_version,
-        "principle_ids": judgment.principle_ids,
+        **judgment.columns(),
         "probability": judgment.p_first if first_wins else 1.0 - judgment.p_first,
         "p_response_1": judgment.p_first,
         "orders_agree": judgment.orders_agree,
@@ -87,33 +89,8 @@ def preference_row(pair: CandidatePair, judgment: Judgment) -> dict:
 def unlabeled_row(pair: CandidatePair, judgment: Judgment) -> dict:
     return {"pair_id": pair.id, "reason": judgment.reason, "judge": judgment.judge,
             "principle_ids": judgment.principle_ids, "raw_verdicts": _raw_verdicts(judgment),
-            "rationale": rationales(judgment), "failed_members": judgment.failed_members, "prompt": pair.prompt, "response_1": pair.response_1, "response_2": pair.response_2}
-
-
-def build_dataset(rows: list[dict]):
-    """A `datasets.Dataset` with explicit features (so an empty dataset still has every column)."""
-    from datasets import Dataset, Features, List, Value
-
-    message = {"role": Value("string"), "content": Value("string")}
-    features = Features({
-        "prompt": List(message), "chosen": List(message), "rejected": List(message),
-        "pair_id": Value("string"), "judge": Value("string"), "judge_model": Value("string"),
-        "judge_backend": Value("string"), "template": Value("string"), "template_version": Value("string"),
-        "constitution_version": Value("string"), "principle_ids": List(Value("string")),
-        "probability": Value("float64"), "p_response_1": Value("float64"), "orders_agree": Value("bool"),
-        "chosen_is_response_1": Value("bool"), "per_principle_p": List(Value("float64")),
-        "raw_verdicts": Value("string"), "prompt_tokens": Value("int64"), "completion_tokens": Value("int64"),
-        "cost_usd": Value("float64"), "latency_s": Value("float64"),
-        "rationale": List({"judge": Value("string"), "principle_id": Value("string"), "order": Value("string"),
-                           "sample": Value("int64"), "text": Value("string")}),
-        "spread": Value("float64"), "vote_share": Value("float64"),
-    })
-    if not rows:
-        return Dataset.from_dict({name: [] for name in features}, features=features)
-    # rows written before these columns existed (older preferences.jsonl) get them empty
-    optional = {"rationale": [], "spread": None, "vote_share": None}
-    return Dataset.from_list([{**row, **{k: v for k, v in optional.items() if k not in row}} for row in rows],
-                             features=features)
+            "rationale": rationales(judgment), "failed_members": judgment.failed_members, "prompt": pair.prompt,
+            "response_1": pair.response_1, "response_2": pair.response_2}
 
 
 # Rows derived from pointwise scores (`rlaif score`) or a Bradley-Terry ranking (`rlaif rank`): the same core
@@ -124,24 +101,3 @@ DERIVED_COLUMNS = [
     "constitution_version", "principle_ids", "probability", "orders_agree", "chosen_id", "rejected_id",
     "chosen_score", "rejected_score", "comparisons", "provenance", "prompt_tokens", "completion_tokens", "cost_usd",
 ]
-
-
-def build_derived_dataset(rows: list[dict]):
-    """A `datasets.Dataset` of derived preference rows (`source` is "pointwise" or "ranking"); `chosen_score` and
-    `rejected_score` are overall scores or Bradley-Terry log-strengths, `provenance` a JSON string."""
-    from datasets import Dataset, Features, List, Value
-
-    message = {"role": Value("string"), "content": Value("string")}
-    strings = ("pair_id", "source", "judge", "judge_model", "judge_backend", "template", "template_version",
-               "constitution_version", "chosen_id", "rejected_id", "provenance")
-    features = Features({
-        "prompt": List(message), "chosen": List(message), "rejected": List(message),
-        **{name: Value("string") for name in strings}, "principle_ids": List(Value("string")),
-        "probability": Value("float64"), "orders_agree": Value("bool"), "chosen_score": Value("float64"),
-        "rejected_score": Value("float64"), "comparisons": Value("int64"), "prompt_tokens": Value("int64"),
-        "completion_tokens": Value("int64"), "cost_usd": Value("float64"),
-    })
-    features = Features({name: features[name] for name in ["prompt", "chosen", "rejected", *DERIVED_COLUMNS]})
-    if not rows:
-        return Dataset.from_dict({name: [] for name in features}, features=features)
-    return Dataset.from_list(rows, features=features)

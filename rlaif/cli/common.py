@@ -1,0 +1,107 @@
+"""What every command shares: the parser class (one-line errors), common options, input reading, the
+summary printer.
+
+A user's mistake ends in one line that says what to do, and exit status 2; `--verbose` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from pydantic import BaseModel
+
+from rlaif.errors import InputError
+
+__all__ = [
+    "Parser", "common_options", "out_folder", "positive_int", "positive_float", "fraction", "read_input",
+    "print_summary",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: what is wrong and where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--quiet and --verbose, shared by every command (a parent parser)."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--quiet", action="store_true", help="no progress bars")
+    shared.add_argument("--verbose", action="store_true",
+                        help="show the engines' own log lines on the terminal, and the traceback of an error")
+    return shared
+
+
+def out_folder(text: str) -> Path:
+    """An output folder: created when missing; an existing file there is refused."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder (it is created if missing)")
+    return path
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1], e.g. an interval width or a share."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def read_input(path: str | Path, model: type[M], expected: str) -> tuple[list[M], list]:
+    """Rows of a JSONL input file; bad rows are named on stderr and kept for invalid_rows.jsonl.
+
+    A file with no usable row at all is an error (`expected` says what rows the command reads)."""
+    from rlaif.store.runfolder import read_rows
+
+    rows, bad = read_rows(Path(path), model)
+    for row in bad[:20]:
+        print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
+    if len(bad) > 20:
+        print(f"... and {len(bad) - 20} more bad rows (all are listed in invalid_rows.jsonl)", file=sys.stderr)
+    if not rows:
+        first = f"; first: line {bad[0].line}: {bad[0].error}" if bad else ""
+        raise InputError(f"{path} has no usable row ({len(bad)} invalid{first}); this command reads {expected}")
+    return rows, bad
+
+
+def print_summary(summary: dict[str, Any], title: str, files: tuple[str, ...] = ()) -> None:
+    """The end-of-command summary: numbers, counts by reason, backend counters, and where the files are."""
+    print(f"\n=== rlaif {title} summary ===")
+    for key, value in summary.items():
+        if key in ("run_dir", "backend_stats") or value is None:
+            continue
+        if isinstance(value, dict):
+            for name, count in sorted(value.items(), key=lambda kv: -kv[1] if isinstance(kv[1], int) else 0):
+                print(f"{key.replace('_', ' '):>28}: {name} ({count})")
+        else:
+            print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    stats = summary.get("backend_stats")
+    if stats:
+        retries = ", ".join(f"{k} {v}" for k, v in sorted(stats["retries"].items())) or "none"
+        print(f"{'backend attempts':>28}: {stats['attempts']} (retries: {retries}; failed requests: {stats['failed']})")
+    run_dir = Path(summary["run_dir"]) if "run_dir" in summary else None
+    for name in files if run_dir else ():
+        kind = "  (datasets.load_from_disk)" if not Path(name).suffix else ""
+        print(f"{name:>28}: {run_dir / name}{kind}")  # type: ignore[operator]

@@ -1,0 +1,161 @@
+"""The labeling commands: `rlaif generate`, `label`, `run` (pairwise), `score` (pointwise), `rank` (listwise)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlaif.cli.common import out_folder, positive_float, positive_int, print_summary, read_input
+
+__all__ = ["add_parsers"]
+
+_LABEL_FILES = ("dataset", "preferences.jsonl", "unlabeled.jsonl", "invalid_rows.jsonl", "manifest.json")
+
+
+def _run_config(args: argparse.Namespace):
+    from rlaif.config import load_run_config
+
+    config = load_run_config(args.config)
+    updates = {k: v for k, v in (("limit", args.limit), ("batch_size", args.batch_size)) if v}
+    return config.model_copy(update=updates) if updates else config
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rlaif.backends import BackendPool
+    from rlaif.stages.generate import PAIRS, generate_stage, load_prompts, make_pairs
+    from rlaif.store import RunFolder
+
+    config = _run_config(args)
+    run = RunFolder(args.out)
+    prompts, bad = load_prompts(config)
+    run.write_jsonl("invalid_prompts.jsonl", bad)
+    with BackendPool() as pool:
+        samples = generate_stage(prompts, pool.get(config.policy.backend), config, run, not args.quiet)
+    pairs, skipped = make_pairs(samples)
+    run.write_jsonl(PAIRS, pairs)
+    print(f"{len(samples)} samples for {len(prompts)} prompts ({len(bad)} invalid prompt rows); "
+          f"{len(pairs)} candidate pairs ({len(skipped)} skipped) -> {run.file(PAIRS)}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from rlaif.backends import BackendPool
+    from rlaif.config import load_judge_spec
+    from rlaif.records import CandidatePair
+    from rlaif.stages.label import label_stage
+    from rlaif.store import RunFolder
+
+    judge = load_judge_spec(args.judge)
+    pairs, bad_rows = read_input(args.pairs, CandidatePair, "JSONL rows {id, prompt, response_1, response_2}")
+    with BackendPool() as pool:
+        summary = label_stage(pairs, judge, pool, RunFolder(args.out), args.batch_size, bad_rows,
+                              extra_manifest={"pairs_file": str(args.pairs)}, progress=not args.quiet)
+    print_summary(summary, "label", _LABEL_FILES)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rlaif.stages.run import run_pipeline
+
+    summary = run_pipeline(_run_config(args), args.out, progress=not args.quiet)
+    print_summary(summary, "run", _LABEL_FILES)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rlaif.backends import BackendPool
+    from rlaif.config import load_judge_spec
+    from rlaif.judging import ScoreItem
+    from rlaif.stages.score import score_stage
+    from rlaif.store import RunFolder
+
+    judge = load_judge_spec(args.judge)
+    items, bad = read_input(args.samples, ScoreItem, "{id, prompt, response} rows or the samples.jsonl of `rlaif generate`")
+    items = items[: args.limit] if args.limit else items
+    with BackendPool() as pool:
+        summary = score_stage(items, bad, judge, pool, RunFolder(args.out), args.batch_size, not args.quiet,
+                              {"samples_file": str(args.samples), "limit": args.limit})
+    print_summary(summary, "score", ("dataset", "scores.jsonl", "unscored.jsonl", "manifest.json"))
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from rlaif.backends import BackendPool
+    from rlaif.config import load_judge_spec
+    from rlaif.stages.rank import CandidateInput, group_candidates, rank_stage
+    from rlaif.store import RunFolder
+
+    judge = load_judge_spec(args.judge)
+    rows, bad = read_input(args.candidates, CandidateInput,
+                           "{id, prompt, responses: [...]} rows or the samples.jsonl of `rlaif generate`")
+    sets, skipped = group_candidates(rows)
+    sets = sets[: args.limit] if args.limit else sets
+    with BackendPool() as pool:
+        summary = rank_stage(sets, skipped, bad, judge, pool, RunFolder(args.out), args.batch_size, args.emit,
+                             args.prior, not args.quiet, {"candidates_file": str(args.candidates), "limit": args.limit})
+    print_summary(summary, "rank", ("dataset", "rankings.jsonl", "manifest.json"))
+    return 0
+
+
+def _run_options(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--config", default="main", help="run config name in configs/ or a path (default: %(default)s)")
+    p.add_argument("--out", type=out_folder, default=Path(out_default), help="run folder (default: %(default)s); rerunning resumes")
+    p.add_argument("--limit", type=positive_int, help="use only the first N prompts")
+    p.add_argument("--batch-size", type=positive_int, help="override the config's batch size")
+
+
+def _judge_options(p: argparse.ArgumentParser, judge: str, out: str, batch: int, what: str) -> None:
+    p.add_argument("--judge", default=judge, help=f"{what} name in judges/ or a YAML path (default: %(default)s)")
+    p.add_argument("--out", type=out_folder, default=Path(out), help="run folder (default: %(default)s); rerunning resumes")
+    p.add_argument("--batch-size", type=positive_int, default=batch, help="items per judge batch (default: %(default)s)")
+
+
+def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("generate", parents=[shared], help="sample N policy responses per prompt and build candidate pairs",
+                       description="Sample responses from the policy model for each prompt of the run config, "
+                                   "write samples.jsonl and pairs.jsonl to the run folder.")
+    _run_options(p, "runs/generate")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("label", parents=[shared], help="judge candidate pairs into a preference dataset",
+                       description="Judge each pair in both orders and write a TRL prompt/chosen/rejected dataset with "
+                                   "provenance. Input: JSONL rows {id, prompt, response_1, response_2}. Malformed rows "
+                                   "are listed in invalid_rows.jsonl; the rest are labeled. Rerunning into the same "
+                                   "folder only judges what is not labeled yet.")
+    p.add_argument("--pairs", required=True, help="JSONL file of candidate pairs")
+    _judge_options(p, "smollm2-pairwise", "runs/label", 64,
+                   "judge (a single pairwise judge, a reasoning judge, or an ensemble such as smollm2-ensemble)")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("run", parents=[shared], help="the main job: prompts -> policy samples -> AI labels -> preference dataset",
+                       description="Generate samples for the run config's prompts, judge every pair in both orders, "
+                                   "write the dataset and print a summary. Rerunning into the same folder resumes.")
+    _run_options(p, "runs/main")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("score", parents=[shared], help="score responses one at a time (pointwise) and derive preference pairs",
+                       description="Score each response alone under the judge's principles on its written rubric "
+                                   "(expected score over the score digits' logprobs, or the digit in the reply), then "
+                                   "pair the responses to each prompt: chosen = higher overall score; equal scores are "
+                                   "ties with no row. Input JSONL: {id, prompt, response} rows or the samples.jsonl of "
+                                   "`rlaif generate`. Malformed rows are listed in invalid_rows.jsonl. Rerunning into "
+                                   "the same folder only scores what is not scored yet.")
+    p.add_argument("--samples", required=True, help="JSONL of responses to score")
+    _judge_options(p, "smollm2-pointwise", "runs/score", 64, "pointwise judge")
+    p.add_argument("--limit", type=positive_int, help="score only the first N valid rows")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("rank", parents=[shared], help="rank K candidates per prompt from all pairwise comparisons (Bradley-Terry)",
+                       description="Judge every pair of candidates of each prompt in both orders, fit a Bradley-Terry "
+                                   "model per prompt (soft wins, a small prior keeps undefeated candidates finite), "
+                                   "write rankings.jsonl and preference rows (chosen = stronger candidate). Input JSONL: "
+                                   "{id, prompt, responses: [...]} rows or samples.jsonl rows (grouped by prompt_id). "
+                                   "Rerunning into the same folder only judges pairs not labeled yet.")
+    p.add_argument("--candidates", required=True, help="JSONL of candidate sets or samples")
+    _judge_options(p, "smollm2-pairwise", "runs/rank", 64, "pairwise judge (or ensemble)")
+    p.add_argument("--emit", choices=["all", "best_worst", "adjacent"], default="all",
+                   help="rows per prompt: all pairs, best vs worst, or neighbours in the ranking (default: %(default)s)")
+    p.add_argument("--prior", type=positive_float, default=1.0,
+                   help="virtual games (half won, half lost) of each candidate against a reference of strength 1 (default: %(default)s)")
+    p.add_argument("--limit", type=positive_int, help="rank only the first N prompts")
+    p.set_defaults(func=cmd_rank)
