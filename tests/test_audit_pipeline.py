@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.audit.gold import GoldItem, GoldMapping, load_gold
-from rlaif.backends import Choice, Completion, FakeBackend
-from rlaif.backends import SharedBackend
+from rlaif.backends import Choice, Completion, FakeBackend, SharedBackend
 
 GOLD_DIR = Path(__file__).resolve().parent / "data" / "gold"  # vendored subsets (tests/data/gold/README.md)
 PANDALM = GOLD_DIR / "pandalm" / "testset-v1-subset.json"

@@ -7,16 +7,14 @@ import json
 import pytest
 from fakes import MARKER, fake, judge_config, pair, prefers_marker, shown, verdict
 
-from rlaif.backends import Completion
+from rlaif.backends import Completion, SharedBackend
 from rlaif.errors import InputError
 from rlaif.judging.pairwise import PairwiseJudge
 from rlaif.records import CandidatePair, Judgment, Sample
 from rlaif.stages.generate import make_pairs
-from rlaif.stages.label import JUDGMENTS, label_pairs
-from rlaif.stages.label import label_stage
+from rlaif.stages.label import JUDGMENTS, label_pairs, label_stage
 from rlaif.store.rows import PROVENANCE_COLUMNS
 from rlaif.store.runfolder import RunFolder, read_rows
-from rlaif.backends import SharedBackend
 
 
 def pairs(n=5):

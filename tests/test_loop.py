@@ -44,8 +44,7 @@ def _loop_config(tiny, prompts_file):
 
 def test_loop_runs_resumes_and_reports(tiny, tmp_path, monkeypatch):
     from rlaif.backends import pool as pipeline
-    from rlaif.train import loop
-    from rlaif.train import ppo
+    from rlaif.train import loop, ppo
 
     backend = FakeBackend(_fake)
     monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: backend)

@@ -17,13 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from faultproxy import FaultProxy
 
-from rlaif.backends import open_backend
+from rlaif.backends import SharedBackend, open_backend
 from rlaif.backends.base import CompletionRequest
 from rlaif.backends.openai_backend import OpenAIBackend
 from rlaif.config import OpenAIBackendConfig
 from rlaif.errors import BackendError
 from rlaif.records import Message
-from rlaif.backends import SharedBackend
 
 SECRET = "sk-test-0123456789abcdef"
 

@@ -11,13 +11,13 @@ import pytest
 from rlaif.backends import Choice, Completion, CompletionRequest, FakeBackend
 from rlaif.config import JudgeConfig, PointwiseConfig, PrincipleSelection, VerdictConfig
 from rlaif.errors import ConfigError
-from rlaif.stages.score import SCORES, pair_probability, pairs_from_scores, score_items
 from rlaif.judging.pointwise import (
     PointwiseJudge,
     ScoreItem,
     expected_score,
     parse_text_score,
 )
+from rlaif.stages.score import SCORES, pair_probability, pairs_from_scores, score_items
 from rlaif.store.runfolder import RunFolder, read_rows
 
 PRINCIPLE_OF = {"Helpfulness": "helpfulness", "Honesty": "honesty"}

@@ -7,13 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from fakes import MARKER, fake, judge_config, pair, shown, verdict
+from fakes import MARKER, fake, judge_config, shown, verdict
 
-from rlaif.backends import Completion
-from rlaif.stages.rank import rank_stage
+from rlaif.backends import Completion, SharedBackend
 from rlaif.records import Judgment, PrincipleVerdict
-from rlaif.stages.label import JUDGMENTS
 from rlaif.stages.bradley_terry import comparison_matrix, components, fit_bradley_terry
+from rlaif.stages.label import JUDGMENTS
 from rlaif.stages.rank import (
     CandidateInput,
     CandidateSet,
@@ -21,9 +20,9 @@ from rlaif.stages.rank import (
     emit_rows,
     group_candidates,
     rank_set,
+    rank_stage,
 )
 from rlaif.store.runfolder import RunFolder, read_rows
-from rlaif.backends import SharedBackend
 
 TRUE = np.array([0.25, 4.0, 1.0, 0.5, 2.0])  # candidate 1 strongest, then 4, 2, 3, 0
 
@@ -248,6 +247,7 @@ def test_a_self_consistency_tie_is_half_a_win_in_the_ranking():
     (votes 1 and 0, mean probability 0.6) was counted as unlabeled with no half-win. One tie now: Judgment.outcome."""
     import re
 
+    from fakes import pair as make_pair
     from test_reasoning import reasoning_config, shown, text
 
     from rlaif.judging import PairwiseJudge
@@ -263,7 +263,7 @@ def test_a_self_consistency_tie_is_half_a_win_in_the_ranking():
         k = seen[shown(request)] = seen.get(shown(request), -1) + 1
         return text(f"#{k}")
 
-    p = pair(1)
+    p = make_pair(1)
     cset = CandidateSet(id="s", prompt=p.prompt, candidate_ids=["good", "vague"], responses=[p.response_1, p.response_2])
     judge = PairwiseJudge(reasoning_config(samples=2, temperature=0.8, aggregate="majority"), fake(handler))
     [j] = judge.judge(candidate_pairs(cset))

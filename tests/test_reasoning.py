@@ -10,12 +10,11 @@ import pytest
 from fakes import MARKER, fake, judge_config, pair, verdict
 from fakes import shown as shown_in_last
 
-from rlaif.backends import Choice, Completion, CompletionRequest
+from rlaif.backends import Choice, Completion, CompletionRequest, SharedBackend
 from rlaif.config import ConsistencyConfig, ReasoningConfig, load_judge_config
 from rlaif.errors import ConfigError
 from rlaif.judging import TEXT_REPLY_TOKENS, PairwiseJudge
 from rlaif.judging.verdicts import parse_marked, parse_reply, prefix_through_last_marker
-from rlaif.backends import SharedBackend
 
 LABELS = {"A": ["A"], "B": ["B"]}
 

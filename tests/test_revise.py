@@ -9,11 +9,10 @@ import re
 import pytest
 
 from rlaif.backends import Choice, Completion, CompletionRequest, FakeBackend
+from rlaif.config import ReviseConfig
 from rlaif.errors import ConfigError
 from rlaif.judging.prompting import load_constitution
-from rlaif.stages.revise import PREFERENCE_COLUMNS, SFT_COLUMNS
-from rlaif.config import ReviseConfig
-from rlaif.stages.revise import ROUNDS, run_revise
+from rlaif.stages.revise import PREFERENCE_COLUMNS, ROUNDS, SFT_COLUMNS, run_revise
 from rlaif.stages.reviser import RoundRecord, round_principle
 from rlaif.store.runfolder import RunFolder
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from rlaif.backends import SharedBackend
 from rlaif.config import PolicyConfig, RunConfig
 from rlaif.judging.prompting import load_constitution
 from rlaif.judging.verdicts import read_verdict

@@ -103,7 +103,7 @@ def _humans(records: list[AuditRecord], pred, n_boot: int, seed: int) -> dict | 
     rated = [i for i, r in enumerate(records) if len(r.item.annotators) >= 2]
     if not rated:
         return None
-    annotators = [records[i].item.annotators for i in rated]
+    annotators: list[list[str]] = [list(records[i].item.annotators) for i in rated]
     ceiling = M.human_ceiling(annotators)
     with_judge = [a + [str(pred[i])] for a, i in zip(annotators, rated)]
     ceiling["krippendorff_alpha_with_judge_as_extra_rater"] = M.krippendorff_alpha_nominal(with_judge)
@@ -131,6 +131,6 @@ def compute_audit(records: list[AuditRecord], tie_margin: float = 0.0, n_boot: i
     result["calibration"] = _calibration(gold, p_a, n_boot, seed)
     result["biases"] = _biases(judged, gold, pred)
     result["by_category"] = _breakdown([r.item.category or "(none)" for r in judged], gold, pred)
-    result["by_principle"] = _breakdown(["+".join(r.judgment.principle_ids) for r in judged], gold, pred)
+    result["by_principle"] = _breakdown(["+".join(r.judgment.principle_ids) for r in judged if r.judgment], gold, pred)
     result["humans"] = _humans(judged, pred, n_boot, seed)
     return result

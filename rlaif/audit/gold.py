@@ -51,6 +51,9 @@ class GoldItem(BaseModel):
         return value
 
 
+_DEFAULT_VALUES: dict[str, Label] = {"A": "A", "B": "B", "tie": "tie"}
+
+
 class GoldMapping(BaseModel):
     """How to read another file: which field holds what, and which values mean A, B and tie."""
 
@@ -65,7 +68,7 @@ class GoldMapping(BaseModel):
     """Field holding the gold label; None takes the majority of `annotators`."""
     annotators: list[str] = Field(default_factory=list)
     category: str | None = None
-    values: dict[str, Label] = Field(default_factory=lambda: {"A": "A", "B": "B", "tie": "tie"})
+    values: dict[str, Label] = Field(default_factory=lambda: dict(_DEFAULT_VALUES))
     """Raw label value (as a string) -> A/B/tie."""
 
 
@@ -166,7 +169,7 @@ def load_gold(path: str | Path, fmt: str = "auto", mapping: GoldMapping | None =
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             source = fmt if fmt != "mapped" else path.stem
-            items.append(GoldItem.model_validate(row) if fmt == "canonical" else _mapped(row, where, chosen, source))
+            items.append(GoldItem.model_validate(row) if fmt == "canonical" else _mapped(row, where, chosen, source))  # type: ignore[arg-type]
         except (ValueError, ValidationError) as exc:
             if isinstance(exc, ValidationError):
                 message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rlaif.cli.common import fraction, out_folder, positive_int
 from rlaif.errors import InputError
@@ -49,7 +50,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from rlaif.audit.report import gate, write_report
 
     metrics = compute_audit(records, tie_margin=args.tie_margin, n_boot=args.bootstrap, seed=args.seed)
-    meta = {"judge": judge_name, "gold": str(args.gold), "invalid_rows": len(bad)}
+    meta: dict[str, Any] = {"judge": judge_name, "gold": str(args.gold), "invalid_rows": len(bad)}
     meta["gate"] = gate(metrics, args.min_kappa, args.min_accuracy)
     files = write_report(out, metrics, meta)
     print((out / "report.md").read_text().split("## Biases")[0])
@@ -83,15 +84,15 @@ def cmd_humans(args: argparse.Namespace) -> int:
 
     if not args.annotations:
         raise InputError("humans import needs --annotations FILE (the file `rlaif humans sample` wrote, filled in)")
-    items, bad = sampling.import_annotation(args.annotations)
+    gold, bad = sampling.import_annotation(args.annotations)
     for row in bad[:20]:
         print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
-    if not items:
+    if not gold:
         raise InputError(f"{args.annotations}: none of its {len(bad)} rows has a human label; fill in human_label "
                          "with A, B or tie (or 1, 2, 0) and import again")
     out = Path(args.out)
-    RunFolder(out.parent).write_jsonl(out.name, items)
-    print(f"{len(items)} gold items ({len(bad)} rows skipped) -> {out}\n"
+    RunFolder(out.parent).write_jsonl(out.name, gold)
+    print(f"{len(gold)} gold items ({len(bad)} rows skipped) -> {out}\n"
           f"Audit the bulk labels against them: rlaif audit --labels RUN_DIR --gold {out}")
     return 0
 

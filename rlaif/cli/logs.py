@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 __all__ = ["engine_logs", "LOG_FILE"]
 
@@ -51,18 +52,20 @@ def engine_logs(folder: Path | None, verbose: bool) -> Iterator[Path | None]:
 @contextlib.contextmanager
 def _native_stderr(path: Path | None) -> Iterator[None]:
     """Point descriptor 2 at the log file; Python's own stderr keeps writing to the terminal."""
-    if path is None or sys.stderr is not sys.__stderr__:  # no log file, or stderr is already redirected (tests)
+    redirected = sys.stderr is not sys.__stderr__  # e.g. captured by a test runner: leave descriptor 2 alone
+    if path is None or redirected:
         yield
         return
+    python_stderr: TextIO = sys.stderr
     try:
-        sys.stderr.flush()
+        python_stderr.flush()
         saved_fd = os.dup(2)
         terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
     except (OSError, ValueError, AttributeError):  # no real descriptor 2: the logging route alone
         yield
         return
     log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    python_stderr, sys.stderr = sys.stderr, terminal
+    sys.stderr = terminal
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:

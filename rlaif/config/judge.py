@@ -49,9 +49,7 @@ class VerdictConfig(ConfigModel):
     """first_token_logprobs: probability of each verdict token at the verdict position; text: the label parsed
     from the reply (a hard 0/1 probability) for servers that return no logprobs; auto: logprobs where the
     backend returns them, else the text."""
-    labels: dict[Literal["A", "B"], list[str]] = Field(
-        default_factory=lambda: {"A": ["A"], "B": ["B"]}
-    )
+    labels: dict[str, list[str]] = Field(default_factory=lambda: {"A": ["A"], "B": ["B"]})
     """Token strings (after stripping spaces) that count as each verdict."""
     top_logprobs: int = Field(20, ge=2, le=20)
     """How many top logprobs to request at the verdict position."""
@@ -186,6 +184,8 @@ def load_judge_spec(name: str | Path) -> JudgeSpec:
     except (OSError, yaml.YAMLError):
         data = None  # load_yaml_model reports it
     is_ensemble = isinstance(data, dict) and "ensemble" in data
-    return load_yaml_model(path, EnsembleJudgeConfig if is_ensemble else JudgeConfig)
+    if is_ensemble:
+        return load_yaml_model(path, EnsembleJudgeConfig)
+    return load_yaml_model(path, JudgeConfig)
 
 

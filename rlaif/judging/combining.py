@@ -22,13 +22,14 @@ def principle_verdict(principle_id: str, orders: list[OrderVerdict]) -> Principl
     by_sample: dict[int, list[OrderVerdict]] = {}
     for o in orders:
         by_sample.setdefault(o.sample, []).append(o)
-    read, errors = [], []
+    read: list[dict[str, float]] = []
+    errors: list[str] = []
     for sample, group in by_sample.items():
         bad = [f"order {o.order}: {o.error}" for o in group if o.error]
         if bad:
             errors.append(("" if len(by_sample) == 1 else f"sample {sample}: ") + "; ".join(bad))
         else:
-            read.append({o.order: o.p_first for o in group})
+            read.append({o.order: o.p_first for o in group if o.p_first is not None})  # no error: every order read
     if not read:
         return PrincipleVerdict(principle_id=principle_id, orders=orders, error="; ".join(errors))
     p12 = sum(r["12"] for r in read) / len(read)

@@ -231,7 +231,8 @@ class PointwiseJudge:
         completions = [c for _, c in found]
         weights = {ps.principle_id: self.config.pointwise.weights.get(ps.principle_id, 1.0) for ps in per_principle}
         errors = [f"{ps.principle_id}: {ps.error}" for ps in per_principle if ps.error]
-        overall = None if errors else weighted_score({ps.principle_id: ps.score for ps in per_principle}, weights)
+        overall = None if errors else weighted_score(
+            {ps.principle_id: ps.score for ps in per_principle if ps.score is not None}, weights)
         pw = self.config.pointwise
         return ScoreRecord(
             key=self.key(item), item_id=item.id, item_key=item.key, prompt_id=item.prompt_id, judge=self.config.name,

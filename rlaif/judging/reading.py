@@ -21,7 +21,7 @@ __all__ = ["order_verdict", "soft_fields", "hard_fields", "read_reply", "rationa
 
 def order_verdict(reading: Reading, **fields: Any) -> OrderVerdict:
     """An order verdict with the prompt kept for audit and every request's tokens counted."""
-    return OrderVerdict(order=reading.order, sample=reading.sample, messages=reading.messages,  # type: ignore[arg-type]
+    return OrderVerdict(order=reading.order, sample=reading.sample, messages=reading.messages,
                         prompt_tokens=sum(c.prompt_tokens for c in reading.completions),
                         completion_tokens=sum(c.completion_tokens for c in reading.completions), **fields)
 

@@ -16,7 +16,7 @@ __all__ = ["BTFit", "comparison_matrix", "fit_bradley_terry", "components"]
 def comparison_matrix(k: int, outcomes: list[tuple[int, int, float | None]]) -> tuple[np.ndarray, dict]:
     """W[i, j] = fractional wins of i over j from (i, j, P(i better) or None); with counts of what was used."""
     wins = np.zeros((k, k))
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for i, j, p in outcomes:
         if p is None:
             counts["unlabeled"] += 1

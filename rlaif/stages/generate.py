@@ -43,7 +43,8 @@ def iter_samples(
     bar = tqdm(total=len(prompts), desc="sampling policy", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        samples, failures = [], []
+        samples: list[Sample] = []
+        failures: list[dict] = []
         for item, completion in zip(chunk, backend.complete(requests[start : start + batch_size])):
             if completion.error:
                 failures.append({"prompt_id": item.id, "reason": completion.error})

@@ -71,7 +71,8 @@ def label_stage(
 def _write_outputs(run: RunFolder, pairs: list[CandidatePair], judge: PairJudge, result: LabelResult,
                    invalid_rows: list[RowError], skipped: list[dict], extra: dict) -> dict[str, Any]:
     by_key = {judge.key(p): p for p in pairs}
-    rows, unlabeled = [], list(skipped)
+    rows: list[dict] = []
+    unlabeled: list[dict] = list(skipped)
     for j in result.judgments:
         pair = by_key[j.key]
         (rows if j.labeled else unlabeled).append(preference_row(pair, j) if j.labeled else unlabeled_row(pair, j))

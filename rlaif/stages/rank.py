@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
@@ -84,7 +84,8 @@ def group_candidates(rows: list[CandidateInput]) -> tuple[list[CandidateSet], li
     for row in rows:
         grouped.setdefault((row.group, row.prompt), []).extend(zip(row.response_ids, row.responses))
     clash = Counter(group for group, _ in grouped)
-    sets, skipped = [], []
+    sets: list[CandidateSet] = []
+    skipped: list[dict[str, Any]] = []
     for (group, prompt), members in grouped.items():
         set_id = group if clash[group] == 1 else f"{group}#{content_key(prompt)[:8]}"
         seen: dict[str, str] = {}
@@ -98,7 +99,8 @@ def group_candidates(rows: list[CandidateInput]) -> tuple[list[CandidateSet], li
                 seen[text.strip()] = cid
                 kept.append((cid, text))
         if len(kept) < 2:
-            skipped.append({"set_id": set_id, "candidate_id": None, "reason": f"{len(kept)} distinct candidate(s); a ranking needs 2"})
+            skipped.append({"set_id": set_id, "candidate_id": None,
+                            "reason": f"{len(kept)} distinct candidate(s); a ranking needs 2"})
             continue
         sets.append(CandidateSet(id=set_id, prompt=prompt, candidate_ids=[c for c, _ in kept], responses=[t for _, t in kept]))
     return sets, skipped
@@ -146,8 +148,8 @@ class Ranking(Provenance):
     judgment_keys: list[str]
 
 
-def _candidate_stats(k: int, outcomes: list[tuple[int, int, float | None]]) -> list[Counter]:
-    stats = [Counter() for _ in range(k)]
+def _candidate_stats(k: int, outcomes: list[tuple[int, int, float | None]]) -> list[dict[str, float]]:
+    stats: list[dict[str, float]] = [defaultdict(float) for _ in range(k)]
     for i, j, p in outcomes:
         if p is None:
             continue

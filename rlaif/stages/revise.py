@@ -59,7 +59,7 @@ def _provenance(result: ItemResult, reviser: Reviser) -> dict:
 
 def revise_items(
     items: list[ReviseItem], reviser: Reviser, done: dict[tuple[str, int], RoundRecord], rounds: int,
-    batch_size: int, save: Callable[[list[RoundRecord]], None], progress: bool = True,
+    batch_size: int, save: Callable[[list[RoundRecord]], object], progress: bool = True,
 ) -> int:
     """Run the missing rounds of every item, round by round; `done` is updated in place. Returns rounds run."""
     ran = 0

@@ -200,8 +200,9 @@ class Reviser:
             return f"revision error: {revision_error}"
         if not revision.strip():
             return "revision empty"
-        if self.config.reject_frame_echo and _FRAME_ECHO_RE.search(revision):
-            return f"revision echoes the prompt frame: {_FRAME_ECHO_RE.search(revision).group(0)}"
+        echo = _FRAME_ECHO_RE.search(revision) if self.config.reject_frame_echo else None
+        if echo:
+            return f"revision echoes the prompt frame: {echo.group(0)}"
         if revision_finish == "length" and not self.config.accept_truncated:
             return f"revision truncated: cut off at max_tokens {self.config.revision.max_tokens}"
         return None

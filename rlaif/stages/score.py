@@ -56,6 +56,13 @@ def score_items(items: list[ScoreItem], judge: PointwiseJudge, run: RunFolder, b
                        reused=done.reused, seconds=done.seconds, duplicates=done.duplicates)
 
 
+def _overall(record: ScoreRecord) -> float:
+    """The overall score of a scored record (an unscored one never makes a pair)."""
+    if record.score is None:
+        raise ValueError(f"response {record.item_id} is unscored ({record.reason}); it has no score to pair")
+    return record.score
+
+
 def pair_probability(score_chosen: float, score_rejected: float, scale: float = 1.0) -> float:
     """P(chosen better) = sigmoid((s_chosen - s_rejected) / scale): the overall score read as a Bradley-Terry
     log-strength in units of `scale` points (1 point -> 0.73, 2 -> 0.88, 4 -> 0.98 with scale 1)."""
@@ -73,7 +80,7 @@ def _pair_row(better: tuple[ScoreItem, ScoreRecord], worse: tuple[ScoreItem, Sco
     return {
         **conversation(ci.prompt, chosen=ci.response, rejected=ri.response),
         "pair_id": f"{ci.id}>{ri.id}", "source": "pointwise", **cr.columns(),
-        "probability": pair_probability(cr.score, rr.score, scale), "orders_agree": None,
+        "probability": pair_probability(_overall(cr), _overall(rr), scale), "orders_agree": None,
         "chosen_id": ci.id, "rejected_id": ri.id, "chosen_score": cr.score, "rejected_score": rr.score,
         "comparisons": 0,
         "provenance": json.dumps({"mapping": f"sigmoid((chosen_score - rejected_score) / {scale})",
@@ -93,10 +100,11 @@ def pairs_from_scores(items: list[ScoreItem], records: list[ScoreRecord], scale:
     for item, record in zip(items, records):
         if record.scored:
             groups.setdefault((item.prompt_id, item.prompt), []).append((item, record))
-    rows, ties = [], []
+    rows: list[dict] = []
+    ties: list[dict] = []
     for members in groups.values():
         for a, b in combinations(members, 2):
-            diff = a[1].score - b[1].score
+            diff = _overall(a[1]) - _overall(b[1])
             if abs(diff) < 1e-12:
                 ties.append({"ids": [a[0].id, b[0].id], "score": a[1].score, "prompt_id": a[0].prompt_id})
             else:
@@ -109,7 +117,7 @@ def score_stage(items: list[ScoreItem], invalid_rows: list[RowError], judge_spec
     """Score the responses, derive pairs, write every output file; return the summary."""
     judge = make_judge(judge_spec, backends, "pointwise", "`rlaif score`")
     result = score_items(items, judge, run, batch_size=batch_size, progress=progress)
-    unscored = [{"id": i.id, "prompt_id": i.prompt_id, "reason": r.reason, "prompt": i.prompt, "response": i.response,
+    unscored: list[dict[str, Any]] = [{"id": i.id, "prompt_id": i.prompt_id, "reason": r.reason, "prompt": i.prompt, "response": i.response,
                  "per_principle": {p.principle_id: p.error or p.score for p in r.per_principle}}
                 for i, r in zip(result.items, result.records) if not r.scored]
     rows, ties = pairs_from_scores(result.items, result.records, judge.config.pointwise.pair_scale)
@@ -117,7 +125,7 @@ def score_stage(items: list[ScoreItem], invalid_rows: list[RowError], judge_spec
     run.write_jsonl("unscored.jsonl", unscored)
     run.write_jsonl("ties.jsonl", ties)
     run.write_jsonl("invalid_rows.jsonl", invalid_rows)
-    scores = [r.score for r in result.records if r.scored]
+    scores = [r.score for r in result.records if r.scored and r.score is not None]
     methods = Counter(p.method for r in result.records for p in r.per_principle if p.method)
     summary = {
         "responses": len(result.items), "scored": len(scores), "unscored": len(unscored),

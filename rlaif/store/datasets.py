@@ -88,7 +88,7 @@ def to_dataset(rows: list[dict], features: Any) -> Any:
 def build_dataset(rows: list[dict]) -> Any:
     """A `datasets.Dataset` of pairwise preference rows; rows written before the rationale, spread and
     vote_share columns existed (older preferences.jsonl) get them empty."""
-    optional = {"rationale": [], "spread": None, "vote_share": None}
+    optional: dict[str, Any] = {"rationale": [], "spread": None, "vote_share": None}
     return to_dataset([{**optional, **row} for row in rows], pairwise_features())
 
 

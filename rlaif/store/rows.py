@@ -61,15 +61,16 @@ def rationales(judgment: Judgment) -> list[dict]:
 def preference_row(pair: CandidatePair, judgment: Judgment) -> dict:
     """One TRL preference row; `probability` is the judge's probability that `chosen` is better, `vote_share` the
     share of self-consistency samples or ensemble members preferring `chosen` (None for a single reading)."""
-    if not judgment.labeled:
+    p = judgment.p_first
+    if not judgment.labeled or p is None:
         raise ValueError(f"pair {pair.id} is unlabeled ({judgment.reason}); it has no preference row")
-    first_wins = judgment.p_first > 0.5
+    first_wins = p > 0.5
     chosen, rejected = (pair.response_1, pair.response_2) if first_wins else (pair.response_2, pair.response_1)
     return {
         **conversation(pair.prompt, chosen=chosen, rejected=rejected),
         "pair_id": pair.id,
         **judgment.columns(),
-        "probability": judgment.p_first if first_wins else 1.0 - judgment.p_first,
+        "probability": p if first_wins else 1.0 - p,
         "p_response_1": judgment.p_first,
         "orders_agree": judgment.orders_agree,
         "chosen_is_response_1": first_wins,

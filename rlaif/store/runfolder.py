@@ -157,7 +157,7 @@ def resume_in_batches(
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    done = {r.key: r for r in run.read(name, model)}
+    done: dict[str, Any] = {r.key: r for r in run.read(name, model)}  # type: ignore[attr-defined]
     unique: dict[str, Any] = {}
     duplicates = []
     for item in items:

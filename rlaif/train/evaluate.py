@@ -106,7 +106,9 @@ def evaluate_policies(prompts: list[str], base_dir, trained_dir, reward_dir, jud
     after = generate_hf(trained_dir, prompts, max_new_tokens, temperature, seed)
     run.write_jsonl("samples.jsonl", [{"prompt": p, "before": b[0], "after": a[0], "tokens_before": b[1], "tokens_after": a[1]}
                                       for p, b, a in zip(prompts, before, after)])
-    pairs, p_trained, identical = [], [None] * len(prompts), 0
+    pairs: list[tuple[int, CandidatePair]] = []
+    p_trained: list[float | None] = [None] * len(prompts)
+    identical = 0
     for i, (p, b, a) in enumerate(zip(prompts, before, after)):
         if a[0].strip() == b[0].strip():
             identical += 1  # same seed for both policies: an unchanged policy writes the same text, a tie

@@ -145,7 +145,7 @@ def _soft_classes():
         """RewardTrainer whose loss is the soft-label cross-entropy against the judge probability."""
 
         def _set_signature_columns_if_needed(self):
-            if self._signature_columns is None:
+            if self._signature_columns is None:  # type: ignore[has-type]
                 self._signature_columns = ["chosen_ids", "rejected_ids", "probability"]
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
