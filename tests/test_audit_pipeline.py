@@ -131,9 +131,10 @@ def test_humans_sample_export_import_roundtrip(tmp_path):
 
 @pytest.mark.vllm
 def test_audit_real_judge_on_gold_subset(vllm_backend, tmp_path, monkeypatch):
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends.pool import BackendPool
 
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: vllm_backend)
     out = tmp_path / "audit"
     code = cli.main(["audit", "--gold", str(LLMBAR), "--limit", "6", "--out", str(out),
                      "--bootstrap", "200", "--quiet"])

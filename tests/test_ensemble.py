@@ -162,10 +162,11 @@ def test_label_stage_with_an_ensemble_writes_members_and_resumes(tmp_path):
 def test_cli_label_with_the_ensemble_on_the_embedded_model(vllm_backend, tmp_path, monkeypatch, capsys):
     from datasets import load_from_disk
 
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends.pool import BackendPool
 
     asked = []
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: asked.append(cfg) or vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: asked.append(cfg) or vllm_backend)
     pairs_file = tmp_path / "pairs.jsonl"
     rows = [
         {"id": "capital", "prompt": "What is the capital of France?", "response_1": "The capital of France is Paris.",

@@ -43,11 +43,11 @@ def _loop_config(tiny, prompts_file):
 
 
 def test_loop_runs_resumes_and_reports(tiny, tmp_path, monkeypatch):
-    from rlaif.backends import pool as pipeline
+    from rlaif.backends.pool import BackendPool
     from rlaif.train import loop, ppo
 
     backend = FakeBackend(_fake)
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: backend)
     prompts_file = tmp_path / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question number {i}?"}) + "\n" for i in range(16)))
     config, out = _loop_config(tiny, prompts_file), tmp_path / "loop"
@@ -64,7 +64,7 @@ def test_loop_runs_resumes_and_reports(tiny, tmp_path, monkeypatch):
     assert not {p["id"] for p in split["train"]} & {p["id"] for p in split["eval"]} and len(split["eval"]) == 4
     calls_before = len(backend.requests)
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: backend)
     state = loop.run_loop(config, out, progress=False)
     assert list(state["done"]) == list(loop.STAGES)
     judge_calls = [r for r in backend.requests[calls_before:] if r.top_logprobs]
@@ -121,9 +121,9 @@ def test_cli_dpo_on_tiny_model(tiny, tmp_path, capsys):
 @pytest.mark.vllm
 def test_cli_grpo_with_the_real_judge_as_reward(tiny, vllm_backend, tmp_path, monkeypatch):
     from rlaif import cli
-    from rlaif.backends import pool as pipeline
+    from rlaif.backends.pool import BackendPool
 
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: vllm_backend)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": q}) + "\n" for i, q in enumerate(["Name a colour.", "Say hi."])))
     cfg = tmp_path / "grpo.yaml"

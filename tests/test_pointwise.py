@@ -256,9 +256,10 @@ def test_real_model_scores_in_range_or_unscored_with_reason(vllm_backend, tmp_pa
 def test_cli_score_real_model_writes_run_folder_and_resumes(vllm_backend, tmp_path, monkeypatch, capsys):
     from datasets import load_from_disk
 
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends.pool import BackendPool
 
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: vllm_backend)
     samples = [{"prompt_id": "p0", "prompt": "Name a fruit.", "index": i, "response": r, "model": "policy"}
                for i, r in enumerate(["An apple is a fruit.", "A chair."])]
     samples.append({"prompt_id": "p1", "prompt": "What is 3 times 3?", "index": 0, "response": "9", "model": "policy"})

@@ -221,9 +221,10 @@ def test_real_model_ranks_three_candidates_with_three_comparisons(counting, judg
 def test_cli_rank_real_model_writes_rankings_and_dataset(vllm_backend, tmp_path, monkeypatch, capsys):
     from datasets import load_from_disk
 
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends.pool import BackendPool
 
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: vllm_backend)
     rows = [{"id": "sea", "prompt": "Describe the sea in one sentence.",
              "responses": ["The sea is a vast body of salt water.", "Blue.", "I like trains."]},
             {"id": "other", "prompt": "Name a colour.", "responses": ["Red.", "Seven."]}]

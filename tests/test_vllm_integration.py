@@ -115,9 +115,10 @@ def test_vllm_verdict_matches_transformers(vllm_backend, judge_config):
 def test_cli_label_names_bad_rows_and_labels_good_ones(vllm_backend, tmp_path, monkeypatch, capsys):
     from datasets import load_from_disk
 
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends.pool import BackendPool
 
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: vllm_backend)
     lines = [json.dumps(p.model_dump(include={"id", "prompt", "response_1", "response_2"})) for p in _pairs()[:2]]
     lines += ['{"id": "x", "prompt": "hi"', json.dumps({"id": "y", "prompt": "hi", "response_1": "", "response_2": "b"}),
               json.dumps({"id": "z", "prompt": "hi", "response_1": 5, "response_2": "b"}), "[1, 2]"]
@@ -138,9 +139,10 @@ def test_cli_label_names_bad_rows_and_labels_good_ones(vllm_backend, tmp_path, m
 def test_cli_run_end_to_end_and_resume(vllm_backend, tmp_path, monkeypatch, capsys):
     from datasets import load_from_disk
 
-    from rlaif import cli, pipeline
+    from rlaif import cli
+    from rlaif.backends.pool import BackendPool
 
-    monkeypatch.setattr(pipeline.BackendPool, "get", lambda self, cfg: vllm_backend)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: vllm_backend)
     out = tmp_path / "run"
     assert cli.main(["run", "--limit", "3", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out

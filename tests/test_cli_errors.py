@@ -1,0 +1,140 @@
+"""A user's mistakes, driven through the CLI: each ends in one line saying what to do, and exit status 2
+(the traceback only with --verbose); run folders and preference files are taken where a dataset is asked for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlaif.cli import main
+
+
+def _pairs_file(path: Path, n: int = 40) -> Path:
+    rows = [{"id": f"p{i}", "prompt": f"Question {i}?", "response_1": f"yes {i}", "response_2": f"no {i}"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _fails_in_one_line(argv: list[str], capsys, *needles: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    last = err[-1]
+    assert last.startswith("rlaif"), err
+    for needle in needles:
+        assert needle in last, (needle, last)
+    return last
+
+
+def test_missing_dataset_folder(tmp_path, capsys):
+    line = _fails_in_one_line(["train", "rm", "--dataset", str(tmp_path / "MISSING_DIR"), "--out", str(tmp_path / "rm")],
+                              capsys, "MISSING_DIR does not exist", "dataset/ folder")
+    assert "Traceback" not in line
+
+
+def test_traceback_only_with_verbose(tmp_path, capsys):
+    argv = ["train", "dpo", "--dataset", str(tmp_path / "MISSING_DIR"), "--out", str(tmp_path / "dpo")]
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert main([*argv, "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("rlaif train: error:")
+
+
+def test_interval_width_out_of_range(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["humans", "size", "--width", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1
+    assert "--width: must be in (0, 1], got 2" in err[0] and "rlaif humans --help" in err[0]
+
+
+@pytest.mark.parametrize("command", [["label", "--pairs", "PAIRS"], ["audit", "--gold", "PAIRS"],
+                                     ["train", "rm", "--dataset", "PAIRS"], ["hygiene"]])
+def test_out_naming_an_existing_file(tmp_path, capsys, command):
+    pairs = _pairs_file(tmp_path / "pairs.jsonl", 2)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    argv = [str(pairs) if a == "PAIRS" else a for a in command]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", str(taken)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "is a file; give a folder" in err[0]
+    assert taken.read_text() == "mine"
+
+
+def test_score_given_a_pairs_file(tmp_path, capsys):
+    pairs = _pairs_file(tmp_path / "pairs.jsonl")
+    out = tmp_path / "score"
+    _fails_in_one_line(["score", "--samples", str(pairs), "--out", str(out), "--quiet"], capsys,
+                       "has no usable row (40 invalid", "{id, prompt, response} rows")
+    assert not (out / "dataset").exists(), "no empty outputs are written for an input with no valid row"
+
+
+def test_label_rank_and_revise_refuse_inputs_without_a_valid_row(tmp_path, capsys):
+    wrong = tmp_path / "scores.jsonl"
+    wrong.write_text("".join(json.dumps({"id": f"r{i}", "text": "x"}) + "\n" for i in range(3)))
+    _fails_in_one_line(["label", "--pairs", str(wrong), "--out", str(tmp_path / "l")], capsys, "no usable row (3 invalid")
+    _fails_in_one_line(["rank", "--candidates", str(wrong), "--out", str(tmp_path / "r")], capsys, "no usable row (3 invalid")
+    _fails_in_one_line(["revise", "--samples", str(wrong), "--out", str(tmp_path / "v")], capsys, "no usable row (3 invalid")
+    _fails_in_one_line(["label", "--pairs", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "l")], capsys, "cannot read")
+
+
+def test_humans_import_that_keeps_no_row(tmp_path, capsys):
+    rows = [{"id": f"p{i}", "prompt": "Q?", "response_a": "a", "response_b": "b", "human_label": ""} for i in range(40)]
+    annotations = tmp_path / "annotate.jsonl"
+    annotations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gold = tmp_path / "gold.jsonl"
+    _fails_in_one_line(["humans", "import", "--annotations", str(annotations), "--out", str(gold)], capsys,
+                       "none of its 40 rows has a human label", "fill in human_label")
+    assert not gold.exists()
+
+
+def test_load_preferences_takes_what_users_point_at(tmp_path):
+    from datasets import Dataset
+
+    from rlaif.errors import InputError
+    from rlaif.store.datasets import load_preferences
+
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "good"}],
+             "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(3)]
+    label_run, revise_run = tmp_path / "label-run", tmp_path / "revise-run"
+    for run, saved in ((label_run, "dataset"), (revise_run, "preferences")):
+        Dataset.from_list(rows).save_to_disk(str(run / saved))
+        (run / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for where in (label_run, label_run / "dataset", label_run / "preferences.jsonl", revise_run,
+                  revise_run / "preferences.jsonl", plain):
+        assert load_preferences(where)["prompt"] == Dataset.from_list(rows)["prompt"], where
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(InputError, match="holds no preference dataset"):
+        load_preferences(tmp_path / "empty-run")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x"}) + "\n")
+    with pytest.raises(InputError, match="lack"):
+        load_preferences(bad)
+
+
+def test_train_dpo_takes_a_run_folder_and_its_preferences_file(tmp_path, capsys):
+    """The run folder (as `audit --labels` and `humans sample --run` accept) and its preferences.jsonl both train."""
+    from datasets import Dataset
+
+    from rlaif.train.tiny import build_tiny_llama
+
+    tiny = build_tiny_llama(tmp_path / "tiny")
+    run = tmp_path / "label-run"
+    rows = [{"prompt": [{"role": "user", "content": f"Say {i}."}], "chosen": [{"role": "assistant", "content": f"{i}"}],
+             "rejected": [{"role": "assistant", "content": "no"}], "pair_id": f"p{i}", "probability": 0.8,
+             "orders_agree": True} for i in range(4)]
+    Dataset.from_list(rows).save_to_disk(str(run / "dataset"))
+    (run / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text(f"policy_model: {tiny}\ntrainer_args: {{max_steps: 1, per_device_train_batch_size: 2, "
+                   "report_to: none}\n")
+    for dataset in (run, run / "preferences.jsonl"):
+        out = tmp_path / f"dpo-{dataset.name}"
+        assert main(["train", "dpo", "--dataset", str(dataset), "--config", str(cfg), "--out", str(out)]) == 0
+        assert json.loads((out / "metrics.json").read_text())["n_kept"] == 4
