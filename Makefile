@@ -15,7 +15,7 @@ export TRL_EXPERIMENTAL_SILENCE = 1
 export TOKENIZERS_PARALLELISM = false
 export VLLM_CONFIGURE_LOGGING ?= 0
 
-.PHONY: install model run loop test test-all validate bench clean
+.PHONY: install model run loop test test-all lint validate bench clean
 
 install: $(STAMP)
 
@@ -45,8 +45,14 @@ loop: model
 	$(RLAIF) loop --config configs/loop.yaml --out runs/loop
 
 test: model
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(RLAIF) validate
 	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test-all: model
 	$(PY) -m pytest -q tests --runslow

@@ -15,7 +15,7 @@ from rlaif.resources import resource_root
 from rlaif.config import load_judge_config, load_run_config
 from rlaif.judging.prompting import load_template, load_constitution
 from rlaif.stages.generate import load_prompts
-import rlaif.audit.compute, rlaif.cli.audit, rlaif.cli.train, rlaif.train.loop, rlaif.train.evaluate  # every subpackage ships
+import rlaif.audit.compute, rlaif.backends.pool, rlaif.cli.audit, rlaif.cli.train, rlaif.judging.factory, rlaif.stages.label, rlaif.store.datasets, rlaif.train.loop  # every subpackage ships
 judge = load_judge_config("smollm2-pairwise")
 run = load_run_config("main")
 prompts, bad = load_prompts(run)
