@@ -23,6 +23,7 @@ __all__ = [
     "PromptItem",
     "Sample",
     "CandidatePair",
+    "JudgeReply",
     "OrderVerdict",
     "PrincipleVerdict",
     "Provenance",
@@ -109,14 +110,9 @@ class CandidatePair(Record):
         return content_key(self.prompt, self.response_1, self.response_2)
 
 
-class OrderVerdict(Record):
-    """The judge's reading of one presentation order under one principle."""
+class JudgeReply(Record):
+    """What one judge request sent and got back: the part every reading (pairwise order, pointwise score) keeps."""
 
-    order: Literal["12", "21"]
-    p_first: float | None = None
-    """Probability that response_1 (the pair's first response) is better, read in this order."""
-    verdict_mass: float | None = None
-    """Total probability the judge put on the verdict tokens; low mass means it wanted to say something else."""
     top_logprobs: dict[str, float] = Field(default_factory=dict)
     raw_output: str = ""
     messages: list[Message] = Field(default_factory=list)
@@ -124,6 +120,16 @@ class OrderVerdict(Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+
+
+class OrderVerdict(JudgeReply):
+    """The judge's reading of one presentation order under one principle."""
+
+    order: Literal["12", "21"]
+    p_first: float | None = None
+    """Probability that response_1 (the pair's first response) is better, read in this order."""
+    verdict_mass: float | None = None
+    """Total probability the judge put on the verdict tokens; low mass means it wanted to say something else."""
     parsed_from: Literal["logprobs", "text"] | None = None
     """How the verdict was read: verdict-token logprobs (soft) or a label parsed from text (hard 1.0/0.0)."""
     text_verdict: Literal["A", "B"] | None = None

@@ -22,7 +22,7 @@ from rlaif.errors import ConfigError
 from rlaif.judging.base import describe
 from rlaif.judging.combining import usage
 from rlaif.judging.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
-from rlaif.records import Message, Provenance, Record, Sample, content_key, non_blank
+from rlaif.records import JudgeReply, Provenance, Record, Sample, content_key, non_blank
 
 __all__ = [
     "ScoreItem", "PrincipleScore", "ScoreRecord", "ScoreReading", "PointwiseJudge",
@@ -58,7 +58,7 @@ class ScoreItem(Record):
         return content_key(self.prompt, self.response)
 
 
-class PrincipleScore(Record):
+class PrincipleScore(JudgeReply):
     """The judge's score for one response under one principle, with everything it was read from."""
 
     principle_id: str
@@ -69,13 +69,6 @@ class PrincipleScore(Record):
     """Renormalised probability of each score (logprobs method), or 1.0 on the parsed score (text method)."""
     score_mass: float | None = None
     """Total first-token probability on the score digits before renormalising."""
-    top_logprobs: dict[str, float] = Field(default_factory=dict)
-    raw_output: str = ""
-    messages: list[Message] = Field(default_factory=list)
-    """The full judge prompt as sent, for audit."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: str | None = None
 
 
 class ScoreRecord(Provenance):
