@@ -69,6 +69,7 @@ class VLLMBackend(BackendBase):
                 tensor_parallel_size=config.tensor_parallel_size,
                 seed=config.seed,
                 max_logprobs=20,
+                use_tqdm_on_load=False,  # the engine's weight-loading bar is not rlaif's output (it logs the time)
                 **({"max_num_seqs": config.max_num_seqs} if config.max_num_seqs else {}),
                 **cpu_only,
             )
