@@ -73,7 +73,12 @@ def test_score_given_a_pairs_file(tmp_path, capsys):
     assert not (out / "dataset").exists(), "no empty outputs are written for an input with no valid row"
 
 
-def test_label_rank_and_revise_refuse_inputs_without_a_valid_row(tmp_path, capsys):
+def test_label_rank_and_revise_refuse_inputs_without_a_valid_row(tmp_path, capsys, monkeypatch):
+    """Refused before any engine starts: the user waits for no model load to learn the file is wrong."""
+    def no_engine(config):
+        raise AssertionError("a backend was opened before the input was checked")
+
+    monkeypatch.setattr("rlaif.backends.pool.open_backend", no_engine)
     wrong = tmp_path / "scores.jsonl"
     wrong.write_text("".join(json.dumps({"id": f"r{i}", "text": "x"}) + "\n" for i in range(3)))
     _fails_in_one_line(["label", "--pairs", str(wrong), "--out", str(tmp_path / "l")], capsys, "no usable row (3 invalid")

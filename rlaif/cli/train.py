@@ -65,9 +65,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rlaif.judging import make_judge
         from rlaif.train.judge_reward import JudgeReward, train_grpo
 
+        prompts, cfg = _prompts(args.prompts), _stage_config(C.GRPOStageConfig, args.config)  # checked before the judge loads
         with BackendPool() as pool:
             reward = JudgeReward(make_judge(args.judge, pool, "pairwise", "`rlaif train grpo`"), reference=args.reference)
-            metrics = train_grpo(_prompts(args.prompts), reward, _stage_config(C.GRPOStageConfig, args.config), args.out)
+            metrics = train_grpo(prompts, reward, cfg, args.out)
         metrics["judge_calls"], metrics["judge_unlabeled"] = reward.calls, dict(reward.unlabeled)
     _show(metrics, args.out)
     return 0

@@ -30,7 +30,7 @@ from rlaif.stages.reviser import ItemResult, ReviseItem, Reviser, RoundRecord
 from rlaif.store.datasets import revision_features, save_dataset, to_dataset
 from rlaif.store.manifest import write_manifest
 from rlaif.store.rows import conversation
-from rlaif.store.runfolder import RunFolder, read_rows
+from rlaif.store.runfolder import RowError, RunFolder, read_rows
 
 __all__ = [
     "SampleInput", "run_revise", "revise_items", "sft_row", "preference_row", "write_outputs", "ORIGINALS", "ROUNDS",
@@ -119,15 +119,18 @@ class SampleInput(BaseModel):
                           model=self.model, tokens=self.tokens, finish_reason=self.finish_reason)
 
 
-def load_originals(config: ReviseConfig, reviser: Reviser, run: RunFolder, samples: Path | None, progress: bool = True):
-    """(items, failures, invalid rows): originals from a samples file, or from the policy (resumed)."""
-    if samples is not None:
-        rows, invalid = read_rows(Path(samples), SampleInput)
-        if not rows:
-            first = f"; first: line {invalid[0].line}: {invalid[0].error}" if invalid else ""
-            raise InputError(f"{samples} has no usable row ({len(invalid)} invalid{first}); --samples reads "
-                             "{id or prompt_id, prompt, response} rows, e.g. the samples.jsonl of `rlaif generate`")
-        return [r.item() for r in rows[: config.limit or None]], [], invalid
+def read_samples(path: Path, limit: int | None) -> tuple[list[ReviseItem], list[RowError]]:
+    """Originals from a samples file, and its invalid rows; a file with no usable row is an error."""
+    rows, invalid = read_rows(path, SampleInput)
+    if not rows:
+        first = f"; first: line {invalid[0].line}: {invalid[0].error}" if invalid else ""
+        raise InputError(f"{path} has no usable row ({len(invalid)} invalid{first}); --samples reads "
+                         "{id or prompt_id, prompt, response} rows, e.g. the samples.jsonl of `rlaif generate`")
+    return [r.item() for r in rows[: limit or None]], invalid
+
+
+def generate_originals(config: ReviseConfig, reviser: Reviser, run: RunFolder, progress: bool = True):
+    """(items, failures, invalid rows): originals from the policy for the config's prompts (resumed)."""
     prompts, invalid = read_rows(resolve_resource(config.prompts, "prompts", suffix=".jsonl"), PromptItem)
     prompts = prompts[: config.limit or None]
     have = {(i.id, i.prompt): i for i in run.read(ORIGINALS, ReviseItem) if i.fingerprint == reviser.original_fingerprint}
@@ -146,18 +149,28 @@ def load_originals(config: ReviseConfig, reviser: Reviser, run: RunFolder, sampl
 
 def run_revise(config: ReviseConfig, out: str | Path, samples: str | Path | None = None,
                backend: Backend | None = None, progress: bool = True) -> dict:
-    """The whole job in one run folder; reruns resume. Opens the policy backend unless one is given."""
-    if backend is None:
-        with BackendPool() as pool:
-            return run_revise(config, out, samples, pool.get(config.policy), progress)
+    """The whole job in one run folder; reruns resume. Opens the policy backend unless one is given, after
+    reading the samples file (so a file with no usable row is refused before an engine starts)."""
+    given = read_samples(Path(samples), config.limit) if samples is not None else None
+    inputs = str(samples) if samples is not None else config.prompts
+    if backend is not None:
+        return _revise(config, RunFolder(out), backend, given, inputs, progress)
+    with BackendPool() as pool:
+        return _revise(config, RunFolder(out), pool.get(config.policy), given, inputs, progress)
+
+
+def _revise(config: ReviseConfig, run: RunFolder, backend: Backend,
+            given: tuple[list[ReviseItem], list[RowError]] | None, inputs: str, progress: bool) -> dict:
     started = time.perf_counter()
-    run, reviser = RunFolder(out), Reviser(config, backend)
-    items, failures, invalid = load_originals(config, reviser, run, Path(samples) if samples else None, progress)
+    reviser = Reviser(config, backend)
+    if given is not None:
+        items, failures, invalid = given[0], [], given[1]
+    else:
+        items, failures, invalid = generate_originals(config, reviser, run, progress)
     done = {(r.item_key, r.round): r for r in run.read(ROUNDS, RoundRecord) if r.fingerprint == reviser.fingerprint}
     ran = revise_items(items, reviser, done, config.rounds, config.batch_size, lambda rs: run.append(ROUNDS, rs), progress)
     results = [item_result(item, done, config.rounds) for item in items]
-    counts = {"inputs": str(samples) if samples else config.prompts, "rounds_run_now": ran,
-              "rounds_reused": len(items) * config.rounds - ran,
+    counts = {"inputs": inputs, "rounds_run_now": ran, "rounds_reused": len(items) * config.rounds - ran,
               "total_seconds": round(time.perf_counter() - started, 1)}
     return write_outputs(run, config, reviser, results, failures, invalid, counts)
 
