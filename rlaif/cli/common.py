@@ -13,8 +13,6 @@ from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel
 
-from rlaif.errors import InputError
-
 __all__ = [
     "Parser", "common_options", "out_folder", "positive_int", "positive_float", "fraction", "read_input",
     "print_summary",
@@ -73,16 +71,14 @@ def read_input(path: str | Path, model: type[M], expected: str) -> tuple[list[M]
     """Rows of a JSONL input file; bad rows are named on stderr and kept for invalid_rows.jsonl.
 
     A file with no usable row at all is an error (`expected` says what rows the command reads)."""
-    from rlaif.store.runfolder import read_rows
+    from rlaif.store.runfolder import read_rows, require_usable
 
     rows, bad = read_rows(Path(path), model)
     for row in bad[:20]:
         print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
     if len(bad) > 20:
         print(f"... and {len(bad) - 20} more bad rows (all are listed in invalid_rows.jsonl)", file=sys.stderr)
-    if not rows:
-        first = f"; first: line {bad[0].line}: {bad[0].error}" if bad else ""
-        raise InputError(f"{path} has no usable row ({len(bad)} invalid{first}); this command reads {expected}")
+    require_usable(Path(path), rows, bad, f"this command reads {expected}")
     return rows, bad
 
 

@@ -23,14 +23,13 @@ from tqdm.auto import tqdm
 from rlaif.backends.base import Backend
 from rlaif.backends.pool import BackendPool
 from rlaif.config.revise import ReviseConfig
-from rlaif.errors import InputError
 from rlaif.records import PromptItem, non_blank
 from rlaif.resources import resolve_resource
 from rlaif.stages.reviser import ItemResult, ReviseItem, Reviser, RoundRecord
 from rlaif.store.datasets import revision_features, save_dataset, to_dataset
 from rlaif.store.manifest import write_manifest
 from rlaif.store.rows import conversation
-from rlaif.store.runfolder import RowError, RunFolder, read_rows
+from rlaif.store.runfolder import RowError, RunFolder, read_rows, require_usable
 
 __all__ = [
     "SampleInput", "run_revise", "revise_items", "sft_row", "preference_row", "write_outputs", "ORIGINALS", "ROUNDS",
@@ -122,10 +121,8 @@ class SampleInput(BaseModel):
 def read_samples(path: Path, limit: int | None) -> tuple[list[ReviseItem], list[RowError]]:
     """Originals from a samples file, and its invalid rows; a file with no usable row is an error."""
     rows, invalid = read_rows(path, SampleInput)
-    if not rows:
-        first = f"; first: line {invalid[0].line}: {invalid[0].error}" if invalid else ""
-        raise InputError(f"{path} has no usable row ({len(invalid)} invalid{first}); --samples reads "
-                         "{id or prompt_id, prompt, response} rows, e.g. the samples.jsonl of `rlaif generate`")
+    require_usable(path, rows, invalid, "--samples reads {id or prompt_id, prompt, response} rows, "
+                                        "e.g. the samples.jsonl of `rlaif generate`")
     return [r.item() for r in rows[: limit or None]], invalid
 
 

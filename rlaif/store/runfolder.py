@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from rlaif.errors import InputError
 
-__all__ = ["RunFolder", "RowError", "read_rows", "Resumed", "resume_in_batches"]
+__all__ = ["RunFolder", "RowError", "read_rows", "require_usable", "Resumed", "resume_in_batches"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -76,6 +76,14 @@ def read_rows(path: Path, model: type[T]) -> tuple[list[T], list[RowError]]:
             first_line[ident] = number
         records.append(record)
     return records, errors
+
+
+def require_usable(path: Path, rows: list, invalid: list[RowError], expected: str) -> None:
+    """An input with no usable row at all is an error (rows that are only partly bad are skipped and named);
+    `expected` says what rows the reader takes."""
+    if not rows:
+        first = f"; first: line {invalid[0].line}: {invalid[0].error}" if invalid else ""
+        raise InputError(f"{path} has no usable row ({len(invalid)} invalid{first}); {expected}")
 
 
 class RunFolder:
