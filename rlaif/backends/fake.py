@@ -5,11 +5,14 @@ It never stands in for a model: the product's tests of real behaviour use the vL
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Callable
 
-from rlaif.backends.base import BackendBase, Completion, CompletionRequest
+from rlaif.backends.base import BackendBase, Choice, Completion, CompletionRequest
+from rlaif.config.backend import FakeBackendConfig
 
-__all__ = ["FakeBackend"]
+__all__ = ["FakeBackend", "InstantBackend"]
 
 
 class FakeBackend(BackendBase):
@@ -26,3 +29,31 @@ class FakeBackend(BackendBase):
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         self.requests.extend(requests)
         return self._counted([self.handler(r) for r in requests])
+
+
+class InstantBackend(BackendBase):
+    """`kind: fake` in a judge YAML: answers every request at once with top logprobs (as many as asked) whose
+    split between the first two labels is a hash of the prompt. For measuring our own code and testing plumbing;
+    its answers judge nothing."""
+
+    name = "fake"
+    _FILLER = [" The", "Response", " A", "**", " B", "Both", "I", "\n", "Based", " Neither", "Verdict", "The", " response",
+               "Answer", "After", "Yes", "No", "It", "This", "In"]
+
+    def __init__(self, config: FakeBackendConfig):
+        super().__init__()
+        self.model, self.seed = config.model, config.seed
+
+    def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
+        return self._counted([self._answer(r) for r in requests])
+
+    def _answer(self, request: CompletionRequest) -> Completion:
+        text = request.messages[-1].content
+        digest = zlib.crc32(f"{self.seed}:{text}".encode())
+        p_a = 0.02 + 0.96 * (digest % 1000) / 999
+        top = {"A": math.log(p_a), "B": math.log1p(-p_a)}
+        for i, token in enumerate(self._FILLER[: max(0, request.top_logprobs - 2)]):
+            top[token] = -7.0 - i * 0.7310585786300049 - (digest % 97) / 1013  # as long as a real float32 logprob
+        choices = [Choice(text="A" if p_a >= 0.5 else "B", finish_reason="length", logprobs=[top] if request.top_logprobs else [],
+                          tokens=1) for _ in range(request.n)]
+        return Completion(choices=choices, prompt_tokens=len(text) // 4)

@@ -22,6 +22,10 @@ def open_backend(config: BackendConfig) -> Backend:
         from rlaif.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(config)
+    if config.kind == "fake":
+        from rlaif.backends.fake import InstantBackend
+
+        return InstantBackend(config)
     from rlaif.backends.openai_backend import OpenAIBackend
 
     return OpenAIBackend(config)

@@ -7,14 +7,17 @@ A user's mistake ends in one line that says what to do, and exit status 2; `--ve
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel
 
 __all__ = [
-    "Parser", "common_options", "out_folder", "positive_int", "positive_float", "fraction", "read_input",
+    "Parser", "common_options", "out_folder", "positive_int", "positive_float", "fraction", "share", "read_input",
+    "stream_input",
     "print_summary",
 ]
 
@@ -67,6 +70,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A number in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def read_input(path: str | Path, model: type[M], expected: str) -> tuple[list[M], list]:
     """Rows of a JSONL input file; bad rows are named on stderr and kept for invalid_rows.jsonl.
 
@@ -80,6 +91,40 @@ def read_input(path: str | Path, model: type[M], expected: str) -> tuple[list[M]
         print(f"... and {len(bad) - 20} more bad rows (all are listed in invalid_rows.jsonl)", file=sys.stderr)
     require_usable(Path(path), rows, bad, f"this command reads {expected}")
     return rows, bad
+
+
+def stream_input(path: str | Path, model: type[M], expected: str) -> tuple[Iterator, int]:
+    """A lazy input (JSONL, Parquet or a saved dataset: rlaif.store.inputs) as numbered rows, and its row count.
+
+    Rows are read up to the first usable one before anything else starts, so an input with no usable row at
+    all fails at once; the first bad rows are named on stderr as they pass (all are listed in
+    invalid_rows.jsonl)."""
+    from rlaif.store.inputs import count_rows, iter_input
+    from rlaif.store.runfolder import RowError, require_usable
+
+    rows = iter_input(Path(path), model)
+    head: list = []
+    for number, row in rows:
+        head.append((number, row))
+        if not isinstance(row, RowError):
+            break
+    bad = [row for _, row in head if isinstance(row, RowError)]
+    require_usable(Path(path), [row for _, row in head if not isinstance(row, RowError)], bad,
+                   f"this command reads {expected}")
+    shown = 0
+
+    def announced() -> Iterator:
+        nonlocal shown
+        for number, row in itertools.chain(head, rows):
+            if isinstance(row, RowError):
+                shown += 1
+                if shown <= 20:
+                    print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
+                elif shown == 21:
+                    print("... more bad rows follow (all are listed in invalid_rows.jsonl)", file=sys.stderr)
+            yield number, row
+
+    return announced(), count_rows(path)
 
 
 def print_summary(summary: dict[str, Any], title: str, files: tuple[str, ...] = ()) -> None:
@@ -96,7 +141,9 @@ def print_summary(summary: dict[str, Any], title: str, files: tuple[str, ...] = 
     stats = summary.get("backend_stats")
     if stats:
         retries = ", ".join(f"{k} {v}" for k, v in sorted(stats["retries"].items())) or "none"
-        print(f"{'backend attempts':>28}: {stats['attempts']} (retries: {retries}; failed requests: {stats['failed']})")
+        servers = "".join(f"; {url} answered {n}" for url, n in sorted(stats.get("servers", {}).items()))
+        print(f"{'backend attempts':>28}: {stats['attempts']} (retries: {retries}; failed requests: {stats['failed']}{servers})")
+        print(f"{'engine memory':>28}: {stats['engine_memory_gib']:.2f} GiB (KV cache+weights)") if stats.get("engine_memory_gib") else None
     run_dir = Path(summary["run_dir"]) if "run_dir" in summary else None
     for name in files if run_dir else ():
         kind = "  (datasets.load_from_disk)" if not Path(name).suffix else ""

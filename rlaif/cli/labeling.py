@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlaif.cli.common import out_folder, positive_float, positive_int, print_summary, read_input
+from rlaif.cli.common import out_folder, positive_float, positive_int, print_summary, read_input, share, stream_input
 
 __all__ = ["add_parsers"]
 
@@ -38,18 +38,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N): shard I (0-based) of N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard {text}: N must be >= 1 and I in 0..N-1")
+    return index, count
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.backends import BackendPool
     from rlaif.config import load_judge_spec
     from rlaif.records import CandidatePair
     from rlaif.stages.label import label_stage
     from rlaif.store import RunFolder
+    from rlaif.store.inputs import FORMATS
 
     judge = load_judge_spec(args.judge)
-    pairs, bad_rows = read_input(args.pairs, CandidatePair, "JSONL rows {id, prompt, response_1, response_2}")
+    pairs, total = stream_input(args.pairs, CandidatePair, f"rows {{id, prompt, response_1, response_2}} in {FORMATS}")
     with BackendPool() as pool:
-        summary = label_stage(pairs, judge, pool, RunFolder(args.out), args.batch_size, bad_rows,
-                              extra_manifest={"pairs_file": str(args.pairs)}, progress=not args.quiet)
+        summary = label_stage(pairs, judge, pool, RunFolder(args.out), args.batch_size,
+                              extra_manifest={"pairs_file": str(args.pairs)}, progress=not args.quiet,
+                              keep_prompts=args.keep_prompts, shard=args.shard, total=total, source=str(args.pairs))
     print_summary(summary, "label", _LABEL_FILES)
     return 0
 
@@ -119,12 +132,21 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("label", parents=[shared], help="judge candidate pairs into a preference dataset",
                        description="Judge each pair in both orders and write a TRL prompt/chosen/rejected dataset with "
-                                   "provenance. Input: JSONL rows {id, prompt, response_1, response_2}. Malformed rows "
-                                   "are listed in invalid_rows.jsonl; the rest are labeled. Rerunning into the same "
-                                   "folder only judges what is not labeled yet.")
-    p.add_argument("--pairs", required=True, help="JSONL file of candidate pairs")
+                                   "provenance. Input rows {id, prompt, response_1, response_2}, read as a stream from "
+                                   "JSONL, Parquet or a saved dataset folder; memory stays flat whatever its size. "
+                                   "Malformed rows are listed in invalid_rows.jsonl; the rest are labeled. A pair that "
+                                   "repeats another's texts is judged once and each id keeps its row. Rerunning into the "
+                                   "same folder only judges what is not labeled yet (also after kill -9).")
+    p.add_argument("--pairs", required=True,
+                   help="candidate pairs: a .jsonl file, a .parquet file or folder of them, or a save_to_disk folder")
     _judge_options(p, "smollm2-pairwise", "runs/label", 64,
                    "judge (a single pairwise judge, a reasoning judge, or an ensemble such as smollm2-ensemble)")
+    p.add_argument("--shard", type=shard_spec, metavar="I/N",
+                   help="label only shard I of N (0-based, by content key): run the N shards anywhere, then "
+                        "`rlaif merge` their folders")
+    p.add_argument("--keep-prompts", type=share, default=0.01, metavar="SHARE",
+                   help="share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl (unlabeled "
+                        "pairs always keep them; default: %(default)s)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("run", parents=[shared], help="the main job: prompts -> policy samples -> AI labels -> preference dataset",

@@ -1,7 +1,7 @@
 """Config models, one module per concern, all validated by pydantic and loaded from YAML.
 
     base     ConfigModel, load_yaml_model (one clear error per bad file)
-    backend  VLLMBackendConfig | OpenAIBackendConfig
+    backend  VLLMBackendConfig | OpenAIBackendConfig | FakeBackendConfig
     judge    JudgeConfig, EnsembleJudgeConfig and their sections
     run      PolicyConfig, RunConfig
     revise   ReviseConfig
@@ -13,7 +13,7 @@ This layer imports only the shared modules (errors, resources).
 
 from __future__ import annotations
 
-from rlaif.config.backend import BackendConfig, OpenAIBackendConfig, VLLMBackendConfig
+from rlaif.config.backend import BackendConfig, FakeBackendConfig, OpenAIBackendConfig, VLLMBackendConfig
 from rlaif.config.base import DEFAULT_MODEL, ConfigModel, load_yaml_model
 from rlaif.config.judge import (
     ConsistencyConfig,
@@ -36,7 +36,7 @@ from rlaif.config.train import DPOStageConfig, GRPOStageConfig, PPOStageConfig, 
 
 __all__ = [
     "DEFAULT_MODEL", "ConfigModel", "load_yaml_model",
-    "BackendConfig", "VLLMBackendConfig", "OpenAIBackendConfig",
+    "BackendConfig", "VLLMBackendConfig", "OpenAIBackendConfig", "FakeBackendConfig",
     "PrincipleSelection", "VerdictConfig", "ReasoningConfig", "ConsistencyConfig", "PointwiseConfig", "JudgeConfig",
     "EnsembleConfig", "EnsembleJudgeConfig", "JudgeSpec", "load_judge_spec", "load_judge_config", "sampling_problem",
     "PolicyConfig", "RunConfig", "load_run_config",

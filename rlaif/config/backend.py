@@ -8,7 +8,7 @@ from pydantic import Discriminator, Field, Tag
 
 from rlaif.config.base import DEFAULT_MODEL, ConfigModel
 
-__all__ = ["VLLMBackendConfig", "OpenAIBackendConfig", "BackendConfig"]
+__all__ = ["VLLMBackendConfig", "OpenAIBackendConfig", "FakeBackendConfig", "BackendConfig"]
 
 
 class VLLMBackendConfig(ConfigModel):
@@ -67,6 +67,17 @@ class OpenAIBackendConfig(ConfigModel):
     """Extra JSON fields sent with every request (server-specific options)."""
 
 
+class FakeBackendConfig(ConfigModel):
+    """An instant stand-in engine that answers every request at once, for measuring our own code (the scale
+    benchmark) and testing plumbing (resume, sharding, Ray). Its verdicts are a hash of the prompt: they are
+    not judgments of anything, and the manifest names the backend `fake`. Never label real data with it."""
+
+    kind: Literal["fake"]
+    model: str = "instant"
+    seed: int = 0
+    """Changes every answer (another hash)."""
+
+
 def _backend_kind(value: Any) -> str:
     """The backend's `kind`; a backend section without one is the in-process vLLM engine."""
     if isinstance(value, dict):
@@ -75,9 +86,10 @@ def _backend_kind(value: Any) -> str:
 
 
 BackendConfig = Annotated[
-    Annotated[VLLMBackendConfig, Tag("vllm")] | Annotated[OpenAIBackendConfig, Tag("openai")],
+    Annotated[VLLMBackendConfig, Tag("vllm")] | Annotated[OpenAIBackendConfig, Tag("openai")]
+    | Annotated[FakeBackendConfig, Tag("fake")],
     Discriminator(_backend_kind, custom_error_type="backend_kind",
-                  custom_error_message="backend.kind must be 'vllm' or 'openai'"),
+                  custom_error_message="backend.kind must be 'vllm', 'openai' or 'fake'"),
 ]
 
 

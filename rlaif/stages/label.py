@@ -1,16 +1,25 @@
-"""The labeling stage: candidate pairs in, judgments out, resumable; then the dataset and the manifest.
+"""The labeling stage: candidate pairs in, judgments out, resumable; the dataset and the manifest written as
+it goes, in constant memory whatever the size of the input.
 
-Finished labels are appended to `judgments.jsonl` batch by batch. On a rerun every pair whose label is
-already there (same texts, same judge, template and constitution versions) is skipped, so nothing is
-redone or written twice (rlaif.store.runfolder.resume_in_batches); unlabeled pairs are tried again, since
-their cause may have been transient, except ties: the same judge would tie again.
+Pairs are read as a stream and judged a chunk at a time (`batch_size` pairs: one backend call, so size it for
+the engine; thousands keep a GPU busy). Each finished chunk's judgments are appended to `judgments.jsonl`
+(compact: the rendered judge prompts are kept only for pairs left unlabeled and a small sample, since the
+template version and the pair reproduce them) and indexed by key in SQLite beside it, and the chunk's
+dataset rows are written to Arrow shards at once. On a rerun every pair whose label is already there (same
+texts, same judge, template and constitution versions) is reused, so nothing is redone or written twice;
+unlabeled pairs are tried again, since their cause may have been transient, except ties: the same judge
+would tie again. A pair that repeats an earlier pair's texts under another id is judged once, and each id
+gets its own row. `shard=(i, n)` keeps only the pairs whose content key falls in shard i of n, so shards of
+one input can run anywhere and be merged (rlaif.stages.merge).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +28,22 @@ from rlaif.config.judge import JudgeSpec
 from rlaif.judging.base import PairJudge
 from rlaif.judging.factory import make_judge
 from rlaif.records import CandidatePair, Judgment, reason_kind
-from rlaif.store.datasets import build_dataset, save_dataset
+from rlaif.store.datasets import DatasetWriter, pairwise_features
+from rlaif.store.index import JudgmentIndex, SeenSet, judgment_line
 from rlaif.store.manifest import write_manifest
 from rlaif.store.rows import preference_row, unlabeled_row
-from rlaif.store.runfolder import RowError, RunFolder, resume_in_batches
+from rlaif.store.runfolder import RowError, RunFolder, duplicate_id, resume_in_batches
 
-__all__ = ["LabelResult", "label_pairs", "label_stage", "latest_judgments", "JUDGMENTS"]
+__all__ = ["LabelResult", "label_pairs", "label_stage", "latest_judgments", "in_shard", "JUDGMENTS", "LABEL_FILES"]
 
 JUDGMENTS = "judgments.jsonl"
+LABEL_FILES = {"dataset": "dataset/", "preferences": "preferences.jsonl", "unlabeled": "unlabeled.jsonl",
+               "invalid_rows": "invalid_rows.jsonl", "judgments": JUDGMENTS}
 
 
 @dataclass
 class LabelResult:
-    """What the stage did: final judgments in input order, and how many were new or reused."""
+    """What `label_pairs` did: final judgments in input order, and how many were new or reused."""
 
     judgments: list[Judgment]
     judged_now: int = 0
@@ -47,50 +59,177 @@ def latest_judgments(run: RunFolder) -> dict[str, Judgment]:
 
 def label_pairs(pairs: list[CandidatePair], judge: PairJudge, run: RunFolder, batch_size: int = 64,
                 progress: bool = True) -> LabelResult:
-    """Judge what is not judged yet in `run`; returns every pair's latest judgment."""
+    """Judge what is not judged yet in `run` and return every pair's latest judgment, in memory: for the
+    stages that need them all at once (rank, audit, hygiene, evaluation) on inputs of their size."""
     done = resume_in_batches(run, JUDGMENTS, Judgment, pairs, judge.key, lambda j: j.final, judge.judge, batch_size,
                              progress, desc="judging pairs", unit="pair")
     return LabelResult(judgments=list(done.records.values()), judged_now=done.done_now, reused=done.reused,
                        seconds=done.seconds, duplicates=done.duplicates)
 
 
+def in_shard(pair: CandidatePair, shard: tuple[int, int] | None) -> bool:
+    """Whether the pair's content key falls in shard i of n (every pair is in exactly one shard)."""
+    return shard is None or int(pair.key, 16) % shard[1] == shard[0]
+
+
+@dataclass
+class _Counts:
+    pairs: int = 0
+    duplicates: int = 0
+    labeled: int = 0
+    unlabeled: int = 0
+    invalid: int = 0
+    other_shards: int = 0
+    judged_now: int = 0
+    reused: int = 0
+    agree: int = 0
+    readable_orders: int = 0
+    cost_usd: float = 0.0
+    reasons: Counter = field(default_factory=Counter)
+
+
+def _numbered(items: Iterable) -> Iterator[tuple[int, CandidatePair | RowError]]:
+    """(row number, record): streams from rlaif.store.inputs come numbered; plain lists are numbered here."""
+    for position, item in enumerate(items, start=1):
+        yield item if isinstance(item, tuple) else (position, item)
+
+
+def _keeps_prompt(judgment: Judgment, share: float) -> bool:
+    """Rendered prompts are kept for every pair left unlabeled and for a fixed share of the rest (by key)."""
+    return not judgment.labeled or int(judgment.key[:8], 16) < share * 0x100000000
+
+
+class _Labeler:
+    """One pass over the input; each chunk is judged, recorded and written before the next is read."""
+
+    def __init__(self, judge: PairJudge, run: RunFolder, keep_prompts: float, shard: tuple[int, int] | None,
+                 source: str):
+        self.judge, self.run, self.keep_prompts, self.shard, self.source = judge, run, keep_prompts, shard, source
+        self.counts = _Counts()
+        self.index = JudgmentIndex(run.file(JUDGMENTS))
+        self.ids, self.keys = SeenSet(run.path, "ids"), SeenSet(run.path, "keys")
+        self.dataset = DatasetWriter(run, "dataset", pairwise_features(), jsonl="preferences.jsonl")
+        self.unlabeled = run.open_jsonl("unlabeled.jsonl")
+        self.invalid = run.open_jsonl("invalid_rows.jsonl")
+
+    def chunk(self, rows: list[tuple[int, CandidatePair | RowError]]) -> None:
+        c = self.counts
+        valid: list[tuple[int, CandidatePair]] = []
+        for number, row in rows:
+            if isinstance(row, RowError):
+                self._invalid(row)
+            elif not in_shard(row, self.shard):
+                c.other_shards += 1
+            else:
+                valid.append((number, row))
+        first_id = self.ids.first_seen((p.id, n) for n, p in valid)
+        kept = []
+        for number, pair in valid:
+            if first_id.get(pair.id, number) != number:
+                self._invalid(duplicate_id(pair, self.source, number, first_id[pair.id]))
+            else:
+                kept.append((number, pair, self.judge.key(pair)))
+        first_key = self.keys.first_seen((key, number) for number, _, key in kept)
+        firsts = [(pair, key) for number, pair, key in kept if first_key.get(key, number) == number]
+        c.pairs += len(kept)
+        c.duplicates += len(kept) - len(firsts)
+        known = self.index.lookup([key for _, key in firsts])
+        todo = [pair for pair, key in firsts if not (key in known and known[key][1])]
+        c.judged_now += len(todo)
+        c.reused += len(firsts) - len(todo)
+        fresh = {j.key: j for j in self.judge.judge(todo)} if todo else {}
+        self.index.append([(j.key, j.final, judgment_line(j, _keeps_prompt(j, self.keep_prompts)))
+                           for j in fresh.values()])
+        earlier = self.index.lookup([key for _, _, key in kept if key not in fresh])
+        labeled, unlabeled = [], []
+        for _, pair, key in kept:
+            judgment = fresh.get(key)
+            if judgment is None:
+                judgment = fresh[key] = self.index.read(earlier[key][0])
+            if judgment.labeled:
+                labeled.append(preference_row(pair, judgment))
+                c.cost_usd += judgment.cost_usd
+                if judgment.orders_agree is not None:
+                    c.readable_orders += 1
+                    c.agree += judgment.orders_agree
+            else:
+                unlabeled.append(unlabeled_row(pair, judgment))
+                c.reasons[reason_kind(judgment.reason)] += 1
+        c.labeled += len(labeled)
+        c.unlabeled += len(unlabeled)
+        self.dataset.write(labeled)
+        self.unlabeled.write(unlabeled)
+
+    def _invalid(self, row: RowError) -> None:
+        self.counts.invalid += 1
+        self.invalid.write([row])
+
+    def extra(self, invalid_rows: Iterable[RowError], skipped: Iterable[dict]) -> None:
+        """Rows rejected before this stage (e.g. invalid prompts of a run) and pairs skipped with a reason."""
+        for row in invalid_rows:
+            self._invalid(row)
+        for item in skipped:
+            self.counts.unlabeled += 1
+            self.counts.reasons[reason_kind(item.get("reason"))] += 1
+            self.unlabeled.write([item])
+
+    def finish(self) -> None:
+        self.dataset.close()
+        self.unlabeled.close()
+        self.invalid.close()
+        self.close()
+
+    def close(self) -> None:
+        self.index.close()
+        self.ids.close()
+        self.keys.close()
+
+
 def label_stage(
-    pairs: list[CandidatePair], judge: str | Path | JudgeSpec, backends: Backends, run: RunFolder,
-    batch_size: int = 64, invalid_rows: Sequence[RowError] = (), skipped: Sequence[dict] = (),
-    extra_manifest: dict | None = None, progress: bool = True,
+    pairs: Iterable[CandidatePair | RowError] | Iterable[tuple[int, CandidatePair | RowError]],
+    judge: str | Path | JudgeSpec, backends: Backends, run: RunFolder, batch_size: int = 64,
+    invalid_rows: Iterable[RowError] = (), skipped: Iterable[dict] = (), extra_manifest: dict | None = None,
+    progress: bool = True, keep_prompts: float = 0.01, shard: tuple[int, int] | None = None,
+    total: int | None = None, source: str = "input",
 ) -> dict[str, Any]:
-    """Judge the pairs, write the dataset, the unlabeled list and the manifest; return the summary."""
+    """Judge the pairs (a list, or a lazy stream of numbered records and RowErrors from rlaif.store.inputs),
+    write the dataset, the unlabeled and invalid lists and the manifest; return the summary.
+
+    `keep_prompts` is the share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl;
+    `total` (rows in the input, when known) sizes the progress bar; `source` names the input in row errors."""
+    from tqdm.auto import tqdm
+
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..{shard[1] - 1}")
     pair_judge = make_judge(judge, backends, "pairwise", "labeling pairs")
     before = backends.stats()
-    result = label_pairs(pairs, pair_judge, run, batch_size=batch_size, progress=progress)
+    started = time.perf_counter()
+    labeler = _Labeler(pair_judge, run, keep_prompts, shard, source)
+    try:
+        labeler.extra(invalid_rows, skipped)
+        stream = _numbered(pairs)
+        with tqdm(total=total, desc="labeling pairs", unit="pair", disable=not progress) as bar:
+            while chunk := list(islice(stream, batch_size)):
+                labeler.chunk(chunk)
+                bar.update(len(chunk))
+    except BaseException:
+        labeler.close()
+        raise
+    labeler.finish()
+    seconds = time.perf_counter() - started
     stats = backends.stats().since(before).model_dump()
-    return _write_outputs(run, pairs, pair_judge, result, list(invalid_rows), list(skipped),
-                          {**(extra_manifest or {}), "backend_stats": stats})
-
-
-def _write_outputs(run: RunFolder, pairs: list[CandidatePair], judge: PairJudge, result: LabelResult,
-                   invalid_rows: list[RowError], skipped: list[dict], extra: dict) -> dict[str, Any]:
-    by_key = {judge.key(p): p for p in pairs}
-    rows: list[dict] = []
-    unlabeled: list[dict] = list(skipped)
-    for j in result.judgments:
-        pair = by_key[j.key]
-        (rows if j.labeled else unlabeled).append(preference_row(pair, j) if j.labeled else unlabeled_row(pair, j))
-    save_dataset(run, "dataset", build_dataset(rows), rows, jsonl="preferences.jsonl")
-    run.write_jsonl("unlabeled.jsonl", unlabeled)
-    run.write_jsonl("invalid_rows.jsonl", invalid_rows)
-    agreements = [r["orders_agree"] for r in rows if r["orders_agree"] is not None]
+    c = labeler.counts
     summary = {
-        "pairs": len(pairs), "labeled": len(rows), "unlabeled": len(unlabeled),
-        "unlabeled_reasons": dict(Counter(reason_kind(u["reason"]) for u in unlabeled)),
-        "invalid_rows": len(invalid_rows), "duplicate_pairs": len(result.duplicates),
-        "judged_now": result.judged_now, "reused_from_earlier_runs": result.reused,
-        "orders_agree_rate": sum(agreements) / len(agreements) if agreements else None,
-        "label_seconds": round(result.seconds, 2),
-        "labels_per_second": round(result.judged_now / result.seconds, 3) if result.judged_now and result.seconds else None,
-        "cost_usd": sum(r["cost_usd"] for r in rows), "backend_stats": extra["backend_stats"], "run_dir": str(run.path),
+        "pairs": c.pairs, "unique_pairs": c.pairs - c.duplicates, "duplicate_pairs": c.duplicates,
+        "labeled": c.labeled, "unlabeled": c.unlabeled, "unlabeled_reasons": dict(c.reasons),
+        "invalid_rows": c.invalid, "judged_now": c.judged_now, "reused_from_earlier_runs": c.reused,
+        "orders_agree_rate": c.agree / c.readable_orders if c.readable_orders else None,
+        "label_seconds": round(seconds, 2),
+        "labels_per_second": round(c.judged_now / seconds, 3) if c.judged_now and seconds else None,
+        "cost_usd": c.cost_usd, "backend_stats": stats, "run_dir": str(run.path),
     }
-    write_manifest(run, judge.describe(), {k: v for k, v in summary.items() if k != "backend_stats"},
-                   {"dataset": "dataset/", "preferences": "preferences.jsonl", "unlabeled": "unlabeled.jsonl",
-                    "invalid_rows": "invalid_rows.jsonl", "judgments": "judgments.jsonl"}, **extra)
+    if shard is not None:
+        summary.update(shard=f"{shard[0]}/{shard[1]}", pairs_in_other_shards=c.other_shards)
+    write_manifest(run, pair_judge.describe(), {k: v for k, v in summary.items() if k != "backend_stats"},
+                   LABEL_FILES, **{**(extra_manifest or {}), "backend_stats": stats, "keep_prompts": keep_prompts})
     return summary

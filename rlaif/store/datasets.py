@@ -8,16 +8,20 @@ written beside it as JSONL.
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rlaif.errors import InputError
+from rlaif.records import content_key
 from rlaif.store.rows import DERIVED_COLUMNS
 from rlaif.store.runfolder import RunFolder
 
 __all__ = [
     "pairwise_features", "derived_features", "revision_features", "to_dataset", "build_dataset",
-    "build_derived_dataset", "save_dataset", "load_preferences",
+    "build_derived_dataset", "save_dataset", "load_preferences", "DatasetWriter",
 ]
 
 
@@ -101,6 +105,87 @@ def save_dataset(run: RunFolder, name: str, dataset: Any, rows: list[dict], json
     """`run/name/` (datasets.load_from_disk, one shard) and the same rows as `run/{jsonl or name + '.jsonl'}`."""
     dataset.save_to_disk(str(run.file(name)), num_shards=1)
     run.write_jsonl(jsonl or f"{name}.jsonl", rows)
+
+
+class DatasetWriter:
+    """A dataset written as it is made: rows go in batches into Arrow shard files in the `save_to_disk` layout
+    (`datasets.load_from_disk` opens the folder, memory-mapped), `rows_per_shard` rows per file, and into the
+    same rows as JSONL beside it. Everything is written under temporary names and moved into place by
+    `close()`, so a killed run leaves the previous dataset (or none), never half of one."""
+
+    def __init__(self, run: RunFolder, name: str, features: Any, jsonl: str | None = None,
+                 rows_per_shard: int = 100_000):
+        self.run, self.name, self.features, self.rows_per_shard = run, name, features, rows_per_shard
+        self.jsonl = jsonl or f"{name}.jsonl"
+        self.folder = run.file(name + ".partial")
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        self.schema = features.arrow_schema
+        self.shards: list[str] = []
+        self.rows = 0
+        self._in_shard = 0
+        self._writer: Any = None
+        self._sink: Any = None
+        self._lines = run.file(self.jsonl + ".tmp").open("w", encoding="utf-8")
+
+    def _next_shard(self) -> None:
+        import pyarrow as pa
+
+        self._close_shard()
+        name = f"data-{len(self.shards):05d}.arrow"
+        self.shards.append(name)
+        self._sink = pa.OSFile(str(self.folder / name), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        self._in_shard = 0
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+
+    def write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+
+        optional: dict[str, Any] = {"rationale": [], "spread": None, "vote_share": None} if "rationale" in self.schema.names else {}
+        while rows:
+            if self._writer is None or self._in_shard >= self.rows_per_shard:
+                self._next_shard()
+            part, rows = rows[: self.rows_per_shard - self._in_shard], rows[self.rows_per_shard - self._in_shard :]
+            table = pa.Table.from_pylist([{**optional, **row} for row in part], schema=self.schema)
+            self._writer.write_table(table)
+            self._in_shard += len(part)
+            self.rows += len(part)
+            self._lines.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in part)
+
+    def close(self) -> int:
+        """Finish the shards and the JSONL, write the dataset's state and info, move both into place."""
+        from datasets import DatasetInfo
+
+        if not self.shards:
+            self._next_shard()  # an empty dataset still has one (empty) shard with every column
+        self._close_shard()
+        self._lines.close()
+        total = len(self.shards)
+        files = []
+        for i, name in enumerate(self.shards):
+            final = f"data-{i:05d}-of-{total:05d}.arrow"
+            (self.folder / name).rename(self.folder / final)
+            files.append({"filename": final})
+        state: dict[str, Any] = {"_data_files": files, "_fingerprint": content_key(self.name, self.rows, files, time.time()),
+                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+                 "_split": None}
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        info = asdict(DatasetInfo(features=self.features))
+        (self.folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
+                                                       encoding="utf-8")
+        target = self.run.file(self.name)
+        if target.exists():
+            shutil.rmtree(target)
+        self.folder.rename(target)
+        self.run.file(self.jsonl + ".tmp").replace(self.run.file(self.jsonl))
+        return self.rows
 
 
 def _is_saved_dataset(path: Path) -> bool:

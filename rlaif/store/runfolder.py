@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 from rlaif.errors import InputError
 
-__all__ = ["RunFolder", "RowError", "read_rows", "require_usable", "Resumed", "resume_in_batches"]
+__all__ = [
+    "RunFolder", "RowError", "check_row", "iter_jsonl", "duplicate_id", "read_rows", "require_usable", "Resumed",
+    "resume_in_batches",
+]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -42,35 +45,54 @@ def _describe(exc: ValidationError) -> str:
     )
 
 
+def check_row(data: Any, model: type[T], file: str, number: int, raw: str) -> T | RowError:
+    """One input row (parsed JSON or a table row) as a record, or a RowError saying why it cannot be used."""
+    if not isinstance(data, dict):
+        return RowError(file=file, line=number, error=f"expected a JSON object, got {type(data).__name__}", raw=raw[:500])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return RowError(file=file, line=number, error=_describe(exc), raw=raw[:500])
+
+
+def iter_jsonl(path: Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]:
+    """(line number, record) of a JSONL file, one line at a time (lazily); unusable lines come as RowErrors."""
+    path = Path(path)
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    with fh:
+        for number, text in enumerate(fh, start=1):
+            line = text.rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, RowError(file=str(path), line=number, error=f"not valid JSON: {exc.msg}", raw=line[:500])
+                continue
+            yield number, check_row(data, model, str(path), number, line)
+
+
+def duplicate_id(record: BaseModel, file: str, number: int, first: int) -> RowError:
+    """The error of a row whose id an earlier row (at `first`) already used."""
+    return RowError(file=file, line=number, raw=record.model_dump_json()[:500],
+                    error=f"duplicate id {getattr(record, 'id', None)!r} (first used on line {first}); ids must be unique")
+
+
 def read_rows(path: Path, model: type[T]) -> tuple[list[T], list[RowError]]:
     """Read a JSONL file into records; each unusable line becomes a RowError, the rest are kept."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
     records, errors = [], []
     first_line: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(RowError(file=str(path), line=number, error=f"not valid JSON: {exc.msg}", raw=line[:500]))
-            continue
-        if not isinstance(data, dict):
-            errors.append(RowError(file=str(path), line=number, error=f"expected a JSON object, got {type(data).__name__}", raw=line[:500]))
-            continue
-        try:
-            record = model.model_validate(data)
-        except ValidationError as exc:
-            errors.append(RowError(file=str(path), line=number, error=_describe(exc), raw=line[:500]))
+    for number, record in iter_jsonl(path, model):
+        if isinstance(record, RowError):
+            errors.append(record)
             continue
         ident = getattr(record, "id", None)
         if ident is not None and ident in first_line:
-            errors.append(RowError(file=str(path), line=number, raw=line[:500],
-                                   error=f"duplicate id {ident!r} (first used on line {first_line[ident]}); ids must be unique"))
+            errors.append(duplicate_id(record, str(path), number, first_line[ident]))
             continue
         if ident is not None:
             first_line[ident] = number
@@ -84,6 +106,27 @@ def require_usable(path: Path, rows: list, invalid: list[RowError], expected: st
     if not rows:
         first = f"; first: line {invalid[0].line}: {invalid[0].error}" if invalid else ""
         raise InputError(f"{path} has no usable row ({len(invalid)} invalid{first}); {expected}")
+
+
+class JsonlWriter:
+    """Records written as they come to `path.tmp`; `close()` moves the file into place (a killed run leaves the
+    previous file, never half of one)."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+        self.count = 0
+        self._fh = self.tmp.open("w", encoding="utf-8")
+
+    def write(self, records: Iterable[BaseModel | dict]) -> None:
+        for record in records:
+            self._fh.write(json.dumps(_as_dict(record), ensure_ascii=False) + "\n")
+            self.count += 1
+
+    def close(self) -> int:
+        if not self._fh.closed:
+            self._fh.close()
+            self.tmp.replace(self.path)
+        return self.count
 
 
 class RunFolder:
@@ -122,6 +165,10 @@ class RunFolder:
                 count += 1
         tmp.replace(self.file(name))
         return count
+
+    def open_jsonl(self, name: str) -> JsonlWriter:
+        """A JSONL file written a batch at a time under a temporary name, moved into place by `close()`."""
+        return JsonlWriter(self.file(name))
 
     def read(self, name: str, model: type[T]) -> list[T]:
         """Records of a file this run wrote; a torn last line (killed mid-write) is skipped."""
