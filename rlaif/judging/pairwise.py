@@ -40,6 +40,7 @@ class PairwiseJudge:
         self.template = template or load_template(config.template)
         self.constitution = constitution or load_constitution(config.constitution)
         self.orders = ("12", "21") if config.both_orders else ("12",)
+        self._principle_dicts: dict[str, dict[str, Any]] = {}
         self.fingerprint = content_key(config.model_dump(mode="json"), self.template.version, self.constitution.version)
 
     def key(self, pair: CandidatePair) -> str:
@@ -55,8 +56,14 @@ class PairwiseJudge:
 
     def messages(self, pair: CandidatePair, principle: Principle, order: str) -> list[Message]:
         first, second = (pair.response_1, pair.response_2) if order == "12" else (pair.response_2, pair.response_1)
-        return self.template.render(principle=principle.model_dump(), prompt=pair.prompt, response_a=first,
+        return self.template.render(principle=self._principle_fields(principle), prompt=pair.prompt, response_a=first,
                                     response_b=second, marker=self.config.reasoning.marker)
+
+    def _principle_fields(self, principle: Principle) -> dict[str, Any]:
+        fields = self._principle_dicts.get(principle.id)
+        if fields is None or fields["text"] != principle.text or fields["name"] != principle.name:
+            fields = self._principle_dicts[principle.id] = principle.model_dump()
+        return dict(fields)
 
     def rendered(self, pair: CandidatePair) -> list[list[Message]]:
         return [self.messages(pair, p, order) for p in self.principles_for(pair) for order in self.orders]

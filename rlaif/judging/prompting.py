@@ -4,6 +4,11 @@ A template is a Jinja file with one `{% block %}` per chat role (`system`, `user
 `assistant`), rendered with `StrictUndefined` in a sandbox. Text under judgment is untrusted: the
 `untrusted` filter defuses our frame markers and chat-template control tokens inside it, so a response
 cannot close the frame around it or open a new chat turn.
+
+Rendering is on the hot path of bulk labeling (two prompts per pair), so a block that is straight-line text
+(no if/for/set/macro; each string variable only printed, bare or through `untrusted`) is rendered by Jinja once
+per value of its other variables (the principle) with placeholders for the strings, and then filled in: the
+same text Jinja would give, several times faster. Any other block is rendered by Jinja every time.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from pathlib import Path
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -84,6 +89,58 @@ def load_constitution(name: str | Path) -> Constitution:
     return constitution
 
 
+_STRAIGHT = (nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Const, nodes.Filter,
+             nodes.Block)
+_MARK = "\x00rlaif-slot-{}\x00"
+
+
+def _printed_names(block: nodes.Block) -> dict[str, bool] | None:
+    """For a straight-line block: {variable: printed through `untrusted`} of the variables printed whole (bare
+    or `| untrusted`) and used nowhere else, plus False-marked names used otherwise; None if the block has
+    control flow or anything else that could make its text depend on a string's value."""
+    if any(not isinstance(node, _STRAIGHT) for node in block.find_all(nodes.Node)):
+        return None
+    printed: dict[str, bool] = {}
+    simple: set[int] = set()
+    for output in block.find_all(nodes.Output):
+        for node in output.nodes:
+            if isinstance(node, nodes.Name):
+                printed.setdefault(node.name, False)
+                simple.add(id(node))
+            elif (isinstance(node, nodes.Filter) and node.name == "untrusted" and isinstance(node.node, nodes.Name)
+                  and not node.args and not node.kwargs):
+                printed.setdefault(node.node.name, True)
+                simple.add(id(node.node))
+    twice = {name for name in printed if sum(1 for n in block.find_all(nodes.Name) if n.name == name) > 1}
+    elsewhere = {n.name for n in block.find_all(nodes.Name) if id(n) not in simple}
+    return {name: filtered for name, filtered in printed.items() if name not in elsewhere | twice}
+
+
+def _frozen(value: object) -> object:
+    """A hashable stand-in for a template variable's value (dicts and lists of plain values)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value if isinstance(value, str | int | float | bool | None) else repr(value)
+
+
+class _Filled:
+    """A block rendered once with placeholders for its string variables, to be filled per call."""
+
+    def __init__(self, text: str, slots: list[str]):
+        pattern = re.compile("|".join(re.escape(_MARK.format(i)) for i in range(len(slots)))) if slots else None
+        self.parts: list[str | int] = []
+        position = 0
+        for match in pattern.finditer(text) if pattern else ():
+            self.parts += [text[position : match.start()], int(match.group()[len("\x00rlaif-slot-") : -1])]
+            position = match.end()
+        self.parts.append(text[position:])
+
+    def fill(self, values: list[str]) -> str:
+        return "".join(values[p] if isinstance(p, int) else p for p in self.parts)
+
+
 class JudgeTemplate:
     """A parsed judge template: its name, version and the chat roles it renders."""
 
@@ -101,18 +158,37 @@ class JudgeTemplate:
         self.roles = [r for r in _ROLES if r in self._template.blocks]
         if "user" not in self.roles:
             raise ConfigError(f"template {name}: needs at least a {{% block user %}}")
+        blocks = {b.name: b for b in env.parse(source).find_all(nodes.Block)}
+        self._printed = {role: _printed_names(blocks[role]) for role in self.roles}
+        self._filled: dict[tuple, _Filled] = {}
 
     def render(self, **variables: object) -> list[Message]:
         """Chat messages for these variables; a missing variable raises ConfigError."""
-        messages = []
         try:
-            for role in self.roles:
-                ctx = self._template.new_context(dict(variables))
-                content = "".join(self._template.blocks[role](ctx)).strip()
-                messages.append(Message(role=role, content=content))
+            return [Message(role=role, content=self._block(role, variables)) for role in self.roles]
         except TemplateError as exc:
             raise ConfigError(f"template {self.name}: {exc}") from exc
-        return messages
+
+    def _jinja(self, role: str, variables: dict[str, object]) -> str:
+        return "".join(self._template.blocks[role](self._template.new_context(dict(variables)))).strip()
+
+    def _block(self, role: str, variables: dict[str, object]) -> str:
+        printed = self._printed[role]
+        if printed is None:
+            return self._jinja(role, variables)
+        slots = [name for name, value in variables.items() if isinstance(value, str) and name in printed]
+        fixed = {name: value for name, value in variables.items() if name not in slots}
+        key = (role, tuple(slots), _frozen(fixed))
+        filled = self._filled.get(key)
+        if filled is None:
+            text = "".join(self._template.blocks[role](self._template.new_context(
+                {**fixed, **{name: _MARK.format(i) for i, name in enumerate(slots)}})))
+            if len(self._filled) > 256:
+                self._filled.clear()
+            filled = self._filled[key] = _Filled(text, slots)
+        untrusted = self._template.environment.filters["untrusted"]  # the template's own filter, as Jinja would call it
+        values = [untrusted(variables[name]) if printed[name] else str(variables[name]) for name in slots]
+        return filled.fill(values).strip()
 
 
 def load_template(name: str | Path) -> JudgeTemplate:

@@ -16,7 +16,7 @@ from rlaif.judging.planning import Reading
 from rlaif.judging.verdicts import calibrate, parse_marked, parse_reply, read_verdict
 from rlaif.records import OrderVerdict
 
-__all__ = ["order_verdict", "soft_fields", "hard_fields", "read_reply", "rationale_of", "read_rationale", "read_prefill"]
+__all__ = ["order_verdict", "recorded", "soft_fields", "hard_fields", "read_reply", "rationale_of", "read_rationale", "read_prefill"]
 
 
 def order_verdict(reading: Reading, **fields: Any) -> OrderVerdict:
@@ -24,6 +24,11 @@ def order_verdict(reading: Reading, **fields: Any) -> OrderVerdict:
     return OrderVerdict(order=reading.order, sample=reading.sample, messages=reading.messages,
                         prompt_tokens=sum(c.prompt_tokens for c in reading.completions),
                         completion_tokens=sum(c.completion_tokens for c in reading.completions), **fields)
+
+
+def recorded(top: dict[str, float]) -> dict[str, float]:
+    """Top logprobs as a reading keeps them: rounded to 5 decimals (the probability is read at full precision)."""
+    return {token: round(logprob, 5) for token, logprob in top.items()}
 
 
 def soft_fields(config: JudgeConfig, order: str, top: dict[str, float]) -> tuple[dict[str, Any], str | None]:
@@ -52,7 +57,7 @@ def read_reply(config: JudgeConfig, reading: Reading, completion: Completion) ->
     if choice is None:
         return order_verdict(reading, error="backend returned no output: no logprobs for the verdict token and no text")
     parser, top = config.verdict.parser, choice.logprobs[0] if choice.logprobs else {}
-    common = dict(top_logprobs=top, raw_output=choice.text)
+    common = dict(top_logprobs=recorded(top), raw_output=choice.text)
     if parser == "first_token_logprobs" and not top:
         return order_verdict(reading, error="backend returned no logprobs for the verdict token", raw_output=choice.text)
     note = None
@@ -94,7 +99,7 @@ def read_prefill(config: JudgeConfig, reading: Reading, rationale: str, completi
         why = completion.error or "no logprobs at the verdict position"
         return read_rationale(config, reading, rationale, note=f"prefill request: {why}; used the written verdict")
     fields, reason = soft_fields(config, reading.order, top)
-    extra = dict(top_logprobs=top, raw_output=choice.text)
+    extra = dict(top_logprobs=recorded(top), raw_output=choice.text)
     if reason:
         return read_rationale(config, reading, rationale, note=f"prefill request: {reason}; used the written verdict",
                               **extra)

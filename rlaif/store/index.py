@@ -38,24 +38,14 @@ def _final(data: dict) -> bool:
     return (reason or "").startswith(TIE_PREFIX)
 
 
-def _compact(data: dict, keep_prompt: bool) -> None:
-    for principle in data.get("per_principle", ()):
-        for order in principle.get("orders", ()):
-            if not keep_prompt:
-                order.pop("messages", None)
-            if "top_logprobs" in order:
-                order["top_logprobs"] = {t: round(v, 5) for t, v in order["top_logprobs"].items()}
-    for member in data.get("members", ()):
-        _compact(member, keep_prompt)
+_PROMPTS = {"per_principle": {"__all__": {"orders": {"__all__": {"messages"}}}}}
+_NO_PROMPTS: dict = {**_PROMPTS, "members": {"__all__": _PROMPTS}}
 
 
 def judgment_line(judgment: Judgment, keep_prompt: bool) -> str:
-    """One compact JSON line: fields at their defaults are left out, top logprobs are rounded to 5 decimals
-    (the label itself was computed at full precision), and the rendered judge prompts are dropped unless
+    """One compact JSON line: fields at their defaults are left out, and the rendered judge prompts too unless
     `keep_prompt` (they are reproducible from the template version and the pair)."""
-    data = judgment.model_dump(mode="json", exclude_defaults=True)
-    _compact(data, keep_prompt)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return judgment.model_dump_json(exclude_defaults=True, exclude=None if keep_prompt else _NO_PROMPTS) + "\n"
 
 
 def _connect(path: Path) -> sqlite3.Connection:

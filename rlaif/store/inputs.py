@@ -27,7 +27,7 @@ def input_format(path: str | Path) -> str:
     """'saved' (a save_to_disk folder), 'parquet' (a file or a folder of .parquet files) or 'jsonl'."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path} does not exist (expected {FORMATS})")
+        raise InputError(f"cannot read {path}: it does not exist (expected {FORMATS})")
     if path.is_dir():
         if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
             return "saved"
