@@ -103,8 +103,9 @@ class _Labeler:
     """One pass over the input; each chunk is judged, recorded and written before the next is read."""
 
     def __init__(self, judge: PairJudge, run: RunFolder, keep_prompts: float, shard: tuple[int, int] | None,
-                 source: str):
+                 source: str, judge_missing: bool = True):
         self.judge, self.run, self.keep_prompts, self.shard, self.source = judge, run, keep_prompts, shard, source
+        self.judge_missing = judge_missing
         self.counts = _Counts()
         self.index = JudgmentIndex(run.file(JUDGMENTS))
         self.ids, self.keys = SeenSet(run.path, "ids"), SeenSet(run.path, "keys")
@@ -134,7 +135,11 @@ class _Labeler:
         c.pairs += len(kept)
         c.duplicates += len(kept) - len(firsts)
         known = self.index.lookup([key for _, key in firsts])
-        todo = [pair for pair, key in firsts if not (key in known and known[key][1])]
+        if self.judge_missing:
+            todo = [pair for pair, key in firsts if not (key in known and known[key][1])]
+        else:  # the judging was done elsewhere (e.g. on Ray): record what is missing, judge nothing here
+            todo = []
+            self._not_judged([(pair, key) for pair, key in firsts if key not in known])
         c.judged_now += len(todo)
         c.reused += len(firsts) - len(todo)
         fresh = {j.key: j for j in self.judge.judge(todo)} if todo else {}
@@ -159,6 +164,21 @@ class _Labeler:
         c.unlabeled += len(unlabeled)
         self.dataset.write(labeled)
         self.unlabeled.write(unlabeled)
+
+    def _not_judged(self, missing: list[tuple[CandidatePair, str]]) -> None:
+        """Pairs the external judging left without any judgment get an unlabeled one saying so (not a label)."""
+        if not missing:
+            return
+        describe = self.judge.describe()
+        lines = []
+        for pair, key in missing:
+            judgment = Judgment(key=key, pair_id=pair.id, pair_key=pair.key, per_principle=[],
+                                reason="not judged: the external run returned no judgment for this pair; rerun to retry",
+                                judge=self.judge.name, model="", backend="", template=describe["template"]["name"],
+                                template_version=describe["template"]["version"],
+                                constitution_version=describe["constitution"]["version"], principle_ids=[])
+            lines.append((key, False, judgment_line(judgment, keep_prompt=False)))
+        self.index.append(lines)
 
     def _invalid(self, row: RowError) -> None:
         self.counts.invalid += 1
@@ -190,13 +210,15 @@ def label_stage(
     judge: str | Path | JudgeSpec, backends: Backends, run: RunFolder, batch_size: int = 64,
     invalid_rows: Iterable[RowError] = (), skipped: Iterable[dict] = (), extra_manifest: dict | None = None,
     progress: bool = True, keep_prompts: float = 0.01, shard: tuple[int, int] | None = None,
-    total: int | None = None, source: str = "input",
+    total: int | None = None, source: str = "input", judge_missing: bool = True,
 ) -> dict[str, Any]:
     """Judge the pairs (a list, or a lazy stream of numbered records and RowErrors from rlaif.store.inputs),
     write the dataset, the unlabeled and invalid lists and the manifest; return the summary.
 
     `keep_prompts` is the share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl;
-    `total` (rows in the input, when known) sizes the progress bar; `source` names the input in row errors."""
+    `total` (rows in the input, when known) sizes the progress bar; `source` names the input in row errors.
+    `judge_missing=False` judges nothing: the judgments were made elsewhere (the Ray runner) and ingested into
+    this run folder; this pass only writes the outputs (a pair with no judgment is recorded unlabeled)."""
     from tqdm.auto import tqdm
 
     if shard is not None and not 0 <= shard[0] < shard[1]:
@@ -204,7 +226,7 @@ def label_stage(
     pair_judge = make_judge(judge, backends, "pairwise", "labeling pairs")
     before = backends.stats()
     started = time.perf_counter()
-    labeler = _Labeler(pair_judge, run, keep_prompts, shard, source)
+    labeler = _Labeler(pair_judge, run, keep_prompts, shard, source, judge_missing)
     try:
         labeler.extra(invalid_rows, skipped)
         stream = _numbered(pairs)
