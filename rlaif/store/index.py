@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from rlaif.records import TIE_PREFIX, Judgment
 
-__all__ = ["JudgmentIndex", "SeenSet", "judgment_line"]
+__all__ = ["JudgmentIndex", "SeenSet", "judgment_line", "is_final"]
 
 _STEP = 500  # keys per IN (...) query
 
@@ -30,7 +30,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _STEP]
 
 
-def _final(data: dict) -> bool:
+def is_final(data: dict) -> bool:
     """Judgment.final, read from a parsed line: labeled, or a tie."""
     reason = data.get("reason")
     if data.get("p_first") is not None:
@@ -98,7 +98,7 @@ class JudgmentIndex:
                 if raw.endswith(b"\n"):
                     try:
                         data = json.loads(raw)
-                        rows.append((data["key"], offset, int(_final(data))))
+                        rows.append((data["key"], offset, int(is_final(data))))
                     except (ValueError, KeyError, TypeError):
                         pass  # a torn line from a killed run, ended by the next append
                 offset += len(raw)

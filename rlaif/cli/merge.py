@@ -1,0 +1,31 @@
+"""`rlaif merge`: shard run folders -> one run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlaif.cli.common import out_folder, print_summary
+
+__all__ = ["add_parsers"]
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from rlaif.stages.merge import merge_runs
+
+    summary = merge_runs(args.runs, args.out)
+    print_summary(summary, "merge", ("dataset", "preferences.jsonl", "unlabeled.jsonl", "invalid_rows.jsonl",
+                                     "judgments.jsonl", "manifest.json"))
+    return 0
+
+
+def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("merge", parents=[shared], help="combine shard run folders into one dataset",
+                       description="Combine the --out folders of `rlaif label --shard I/N` runs (or any label runs "
+                                   "of one judge) into one run folder: one dataset (Arrow shards, "
+                                   "datasets.load_from_disk), preferences/unlabeled/invalid rows and judgments, "
+                                   "deduplicated by pair id and judgment key, and one manifest listing the shards "
+                                   "and any that are missing. Runs labeled by different judges are refused.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="label run folders to merge")
+    p.add_argument("--out", type=out_folder, required=True, help="the merged run folder (a new folder)")
+    p.set_defaults(func=cmd_merge)

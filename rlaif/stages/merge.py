@@ -1,0 +1,151 @@
+"""`rlaif merge`: shard run folders (from `rlaif label --shard I/N`, run anywhere) -> one run folder.
+
+The shards' datasets, unlabeled and invalid rows and judgments are streamed into one folder, deduplicated
+(a pair id keeps one row, and a labeled row wins over an unlabeled one; a judgment key keeps its final
+judgment; `duplicate_rows_dropped` counts rows whose id an earlier run already had: the same pair merged
+twice, or an id the input used twice for different texts, which no single shard can see), with one manifest that lists the shards and says which of 0..N-1 are missing. Runs made by
+different judges (config, template or constitution versions) are refused: their labels do not mix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rlaif.errors import InputError
+from rlaif.records import reason_kind
+from rlaif.stages.label import JUDGMENTS, LABEL_FILES
+from rlaif.store.datasets import DatasetWriter, pairwise_features
+from rlaif.store.index import JudgmentIndex, SeenSet, is_final
+from rlaif.store.manifest import write_manifest
+from rlaif.store.runfolder import RunFolder
+
+__all__ = ["merge_runs"]
+
+_MADE_BY = ("judge", "template", "constitution")
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    if not path.is_file() or not (folder / "dataset").is_dir():
+        raise InputError(f"{folder} is not a finished `rlaif label` run folder (no manifest.json or dataset/): "
+                         "merge the --out folders of `rlaif label --shard I/N` runs that completed")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _lines(path: Path) -> Iterator[str]:
+    if path.is_file():
+        with path.open(encoding="utf-8") as fh:
+            yield from (line for line in fh if line.strip())
+
+
+def _dataset_batches(folder: Path, size: int = 2048) -> Iterator[list[dict]]:
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(folder / "dataset"))  # memory-mapped
+    for start in range(0, len(dataset), size):
+        yield dataset.select(range(start, min(start + size, len(dataset)))).to_list()
+
+
+def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:
+    """Merge label run folders into `out`; returns the summary."""
+    if not folders:
+        raise InputError("give at least one run folder to merge")
+    folders = [Path(f) for f in folders]
+    if Path(out).resolve() in {f.resolve() for f in folders}:
+        raise InputError(f"--out {out} is one of the folders being merged: write the merge to a new folder")
+    manifests = [_manifest(f) for f in folders]
+    first = manifests[0]
+    for folder, manifest in zip(folders[1:], manifests[1:]):
+        differs = [k for k in _MADE_BY if manifest.get(k) != first.get(k)]
+        if differs:
+            raise InputError(f"{folder} was labeled with a different {', '.join(differs)} than {folders[0]}: "
+                             "only shards of one labeling job (same judge YAML, template and constitution) merge")
+    run = RunFolder(out)
+    seen_ids, seen_invalid = SeenSet(run.path, "merge-ids"), SeenSet(run.path, "merge-invalid")
+    writer = DatasetWriter(run, "dataset", pairwise_features(), jsonl="preferences.jsonl")
+    unlabeled, invalid = run.open_jsonl("unlabeled.jsonl"), run.open_jsonl("invalid_rows.jsonl")
+    counts: Counter = Counter()
+    reasons: Counter = Counter()
+    try:
+        for folder in folders:  # labeled rows first, so a labeled id wins over an unlabeled one anywhere
+            for batch in _dataset_batches(folder):
+                repeats = seen_ids.first_seen((r["pair_id"], counts["rows_read"] + i) for i, r in enumerate(batch))
+                keep = [r for i, r in enumerate(batch) if repeats.get(r["pair_id"], counts["rows_read"] + i)
+                        == counts["rows_read"] + i]
+                counts["rows_read"] += len(batch)
+                counts["duplicate_rows_dropped"] += len(batch) - len(keep)
+                writer.write(keep)
+        for folder in folders:
+            for line in _lines(folder / "unlabeled.jsonl"):
+                row = json.loads(line)
+                counts["rows_read"] += 1
+                if seen_ids.first_seen([(row["pair_id"], counts["rows_read"])]):
+                    counts["duplicate_rows_dropped"] += 1
+                    continue
+                unlabeled.write([row])
+                reasons[reason_kind(row.get("reason"))] += 1
+            for line in _lines(folder / "invalid_rows.jsonl"):  # every shard lists the input's bad rows
+                row = json.loads(line)
+                if not seen_invalid.first_seen([(f"{row.get('file')}:{row.get('line')}", 0)]):
+                    invalid.write([row])
+        judgments = _merge_judgments(folders, run)
+    finally:
+        seen_ids.close()
+        seen_invalid.close()
+    labeled = writer.close()
+    summary = {
+        "runs": len(folders), "labeled": labeled, "unlabeled": unlabeled.close(), "unlabeled_reasons": dict(reasons),
+        "invalid_rows": invalid.close(), "duplicate_rows_dropped": counts["duplicate_rows_dropped"],
+        "judgments": judgments, **_shard_cover(manifests), "run_dir": str(run.path),
+    }
+    write_manifest(run, {k: first[k] for k in _MADE_BY if k in first},
+                   {k: v for k, v in summary.items() if k != "run_dir"}, LABEL_FILES,
+                   merged_from=[{"run_dir": str(f), "counts": m.get("counts", {}), "pairs_file": m.get("pairs_file")}
+                                for f, m in zip(folders, manifests)])
+    return summary
+
+
+def _merge_judgments(folders: list[Path], run: RunFolder) -> int:
+    """judgments.jsonl of every shard into one, one line per key (a final judgment wins over an unlabeled one)."""
+    with JudgmentIndex(run.file(JUDGMENTS)) as index:
+        for folder in folders:
+            batch: list[tuple[str, bool, str]] = []
+            for line in _lines(folder / JUDGMENTS):
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    continue  # a torn line a killed shard left
+                batch.append((data["key"], is_final(data), line if line.endswith("\n") else line + "\n"))
+                if len(batch) >= 4096:
+                    _append_new(index, batch)
+                    batch = []
+            _append_new(index, batch)
+        return index.count()
+
+
+def _append_new(index: JudgmentIndex, batch: list[tuple[str, bool, str]]) -> None:
+    known = index.lookup([key for key, _, _ in batch])
+    fresh: dict[str, tuple[str, bool, str]] = {}
+    for key, final, line in batch:
+        if key in known and (known[key][1] or not final):
+            continue  # already final here, or this one is no better
+        if key not in fresh or (final and not fresh[key][1]):
+            fresh[key] = (key, final, line)
+    index.append(list(fresh.values()))
+
+
+def _shard_cover(manifests: list[dict]) -> dict[str, Any]:
+    """Which shards of N were merged, and which are missing (only for runs made with --shard)."""
+    shards = [m.get("counts", {}).get("shard") for m in manifests]
+    if not all(shards):
+        return {}
+    counts = {int(s.split("/")[1]) for s in shards}
+    if len(counts) != 1:
+        raise InputError(f"the runs were sharded differently ({sorted(set(shards))}): merge shards of one split")
+    n = counts.pop()
+    have = {int(s.split("/")[0]) for s in shards}
+    return {"shards": f"{len(have)} of {n}", "shards_missing": sorted(set(range(n)) - have)}
