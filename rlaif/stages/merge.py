@@ -3,8 +3,9 @@
 The shards' datasets, unlabeled and invalid rows and judgments are streamed into one folder, deduplicated
 (a pair id keeps one row, and a labeled row wins over an unlabeled one; a judgment key keeps its final
 judgment; `duplicate_rows_dropped` counts rows whose id an earlier run already had: the same pair merged
-twice, or an id the input used twice for different texts, which no single shard can see), with one manifest that lists the shards and says which of 0..N-1 are missing. Runs made by
-different judges (config, template or constitution versions) are refused: their labels do not mix.
+twice, or an id the input used twice for different texts, which no single shard can see), with one
+manifest that lists the shards and says which of 0..N-1 are missing. Runs made by different judges (config,
+template or constitution versions) are refused: their labels do not mix.
 """
 
 from __future__ import annotations
