@@ -43,6 +43,7 @@ class InstantBackend(BackendBase):
     def __init__(self, config: FakeBackendConfig):
         super().__init__()
         self.model, self.seed = config.model, config.seed
+        self._fillers: dict[int, dict[str, float]] = {}
 
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         return self._counted([self._answer(r) for r in requests])
@@ -51,9 +52,15 @@ class InstantBackend(BackendBase):
         text = request.messages[-1].content
         digest = zlib.crc32(f"{self.seed}:{text}".encode())
         p_a = 0.02 + 0.96 * (digest % 1000) / 999
-        top = {"A": math.log(p_a), "B": math.log1p(-p_a)}
-        for i, token in enumerate(self._FILLER[: max(0, request.top_logprobs - 2)]):
-            top[token] = -7.0 - i * 0.7310585786300049 - (digest % 97) / 1013  # as long as a real float32 logprob
-        choices = [Choice(text="A" if p_a >= 0.5 else "B", finish_reason="length", logprobs=[top] if request.top_logprobs else [],
-                          tokens=1) for _ in range(request.n)]
-        return Completion(choices=choices, prompt_tokens=len(text) // 4)
+        top = {"A": math.log(p_a), "B": math.log1p(-p_a), **self._filler(request.top_logprobs)}
+        # built without re-validation: these are our own well-typed values, made as fast as an engine would
+        choice = Choice.model_construct(text="A" if p_a >= 0.5 else "B", finish_reason="length",
+                                        logprobs=[top] if request.top_logprobs else [], tokens=1)
+        return Completion.model_construct(choices=[choice] * request.n, prompt_tokens=len(text) // 4, error=None,
+                                          latency_s=0.0, cost_usd=0.0)
+
+    def _filler(self, k: int) -> dict[str, float]:
+        """Top logprobs below the two labels, as long as real float32 logprobs print."""
+        if k not in self._fillers:
+            self._fillers[k] = {t: -7.0 - i * 0.7310585786300049 for i, t in enumerate(self._FILLER[: max(0, k - 2)])}
+        return self._fillers[k]

@@ -69,7 +69,8 @@ def combine_readings(readings: list[Reading], samples: int, how: str) -> tuple[l
     sample_p: list[float | None] = []
     failures = []
     for sample in range(samples):
-        pvs = [principle_verdict(pid, [o for o in orders if o.sample == sample]) for pid, orders in by_principle.items()]
+        pvs = per_principle if samples == 1 else [  # one sample: the per-principle verdicts are its verdicts
+            principle_verdict(pid, [o for o in orders if o.sample == sample]) for pid, orders in by_principle.items()]
         errors = [f"{pv.principle_id}: {pv.error}" for pv in pvs if pv.error]
         sample_p.append(None if errors else sum(pv.p_first for pv in pvs) / len(pvs))  # type: ignore[misc]
         failures.append("; ".join(errors))

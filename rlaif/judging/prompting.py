@@ -160,6 +160,7 @@ class JudgeTemplate:
             raise ConfigError(f"template {name}: needs at least a {{% block user %}}")
         blocks = {b.name: b for b in env.parse(source).find_all(nodes.Block)}
         self._printed = {role: _printed_names(blocks[role]) for role in self.roles}
+        self._used = {role: {n.name for n in blocks[role].find_all(nodes.Name)} for role in self.roles}
         self._filled: dict[tuple, _Filled] = {}
 
     def render(self, **variables: object) -> list[Message]:
@@ -176,8 +177,9 @@ class JudgeTemplate:
         printed = self._printed[role]
         if printed is None:
             return self._jinja(role, variables)
+        used = self._used[role]  # a straight-line block reads no variable it does not name
         slots = [name for name, value in variables.items() if isinstance(value, str) and name in printed]
-        fixed = {name: value for name, value in variables.items() if name not in slots}
+        fixed = {name: value for name, value in variables.items() if name in used and name not in slots}
         key = (role, tuple(slots), _frozen(fixed))
         filled = self._filled.get(key)
         if filled is None:
