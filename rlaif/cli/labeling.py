@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from rlaif.cli.common import out_folder, positive_float, positive_int, print_summary, read_input, share, stream_input
@@ -52,19 +54,80 @@ def shard_spec(text: str) -> tuple[int, int]:
 def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.backends import BackendPool
     from rlaif.config import load_judge_spec
+    from rlaif.errors import ConfigError
     from rlaif.records import CandidatePair
     from rlaif.stages.label import label_stage
     from rlaif.store import RunFolder
     from rlaif.store.inputs import FORMATS
 
+    ray_options = {"--ray-address": args.ray_address, "--ray-actors": args.ray_actors,
+                   "--ray-gpus-per-actor": args.ray_gpus_per_actor}
+    if args.runner == "local" and any(v is not None for v in ray_options.values()):
+        given = ", ".join(name for name, v in ray_options.items() if v is not None)
+        raise ConfigError(f"{given} only apply to --runner ray; add --runner ray or leave them out")
     judge = load_judge_spec(args.judge)
     pairs, total = stream_input(args.pairs, CandidatePair, f"rows {{id, prompt, response_1, response_2}} in {FORMATS}")
+    if args.runner == "ray":
+        return _label_on_ray(args, judge, pairs, total)
     with BackendPool() as pool:
         summary = label_stage(pairs, judge, pool, RunFolder(args.out), args.batch_size,
                               extra_manifest={"pairs_file": str(args.pairs)}, progress=not args.quiet,
                               keep_prompts=args.keep_prompts, shard=args.shard, total=total, source=str(args.pairs))
     print_summary(summary, "label", _LABEL_FILES)
     return 0
+
+
+def _label_on_ray(args: argparse.Namespace, judge, pairs, total: int) -> int:
+    """`rlaif label --runner ray`: judge on a Ray cluster (rlaif.stages.ray_label), write the outputs here."""
+    from importlib.util import find_spec
+
+    from rlaif.errors import ConfigError
+    from rlaif.store import RunFolder
+
+    if find_spec("ray") is None or find_spec("ray.data") is None:
+        raise ConfigError("--runner ray needs Ray Data: pip install 'rlaif[ray]' (the same Ray version as the cluster)")
+    from rlaif.stages.ray_label import ray_label_stage
+
+    with _ray_logs(args.verbose):
+        summary = ray_label_stage(args.pairs, judge, RunFolder(args.out), args.batch_size, actors=args.ray_actors or 1,
+                                  gpus_per_actor=args.ray_gpus_per_actor or 0, address=args.ray_address,
+                                  keep_prompts=args.keep_prompts, shard=args.shard, progress=not args.quiet,
+                                  extra_manifest={"pairs_file": str(args.pairs)}, pairs=pairs, total=total,
+                                  ray_init_args={"log_to_driver": args.verbose})
+    print_summary(summary, "label", _LABEL_FILES)
+    return 0
+
+
+@contextlib.contextmanager
+def _ray_logs(verbose: bool) -> Iterator[None]:
+    """Ray's and Ray Data's INFO lines go where the engines' logs go (rlaif.log), not to the terminal, unless
+    --verbose: their console handlers are taken off and the records passed up to the root logger meanwhile."""
+    import logging
+
+    import ray.data  # noqa: F401  (both loggers are set up on import)
+
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    saved = [(log, log.handlers[:], log.propagate, log.level) for log in loggers]
+    if not verbose:
+        for log in loggers:
+            log.handlers = [h for h in log.handlers if not (isinstance(h, logging.StreamHandler)
+                                                            and not isinstance(h, logging.FileHandler))]
+            log.propagate = True
+            log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for log, handlers, propagate, level in saved:
+            log.handlers, log.propagate = handlers, propagate
+            log.setLevel(level)
+
+
+def gpus(text: str) -> float:
+    """A GPU count per actor: 0 or more (fractions share a GPU)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -147,6 +210,18 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-prompts", type=share, default=0.01, metavar="SHARE",
                    help="share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl (unlabeled "
                         "pairs always keep them; default: %(default)s)")
+    p.add_argument("--runner", choices=["local", "ray"], default="local",
+                   help="local: judge in this process (default); ray: judge on a Ray cluster with Ray Data, one engine "
+                        "per actor, then write the same outputs here (needs `pip install 'rlaif[ray]'`; see "
+                        "docs/scaling.md)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --runner ray: the Ray cluster, e.g. `auto` on a node of a running cluster (default: "
+                        "$RAY_ADDRESS if set, else a local Ray started for this command)")
+    p.add_argument("--ray-actors", type=positive_int, metavar="N",
+                   help="with --runner ray: judge actors, each opening the judge's engine once (default: 1)")
+    p.add_argument("--ray-gpus-per-actor", type=gpus, metavar="G",
+                   help="with --runner ray: GPUs each actor reserves, e.g. 1 for a vLLM judge on a GPU cluster "
+                        "(default: 0, for CPU clusters and API backends)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("run", parents=[shared], help="the main job: prompts -> policy samples -> AI labels -> preference dataset",

@@ -34,7 +34,7 @@ from rlaif.store.manifest import write_manifest
 from rlaif.store.rows import preference_row, unlabeled_row
 from rlaif.store.runfolder import RowError, RunFolder, duplicate_id, resume_in_batches
 
-__all__ = ["LabelResult", "label_pairs", "label_stage", "latest_judgments", "in_shard", "JUDGMENTS", "LABEL_FILES"]
+__all__ = ["LabelResult", "label_pairs", "label_stage", "latest_judgments", "in_shard", "keeps_prompt", "JUDGMENTS", "LABEL_FILES"]
 
 JUDGMENTS = "judgments.jsonl"
 LABEL_FILES = {"dataset": "dataset/", "preferences": "preferences.jsonl", "unlabeled": "unlabeled.jsonl",
@@ -94,7 +94,7 @@ def _numbered(items: Iterable) -> Iterator[tuple[int, CandidatePair | RowError]]
         yield item if isinstance(item, tuple) else (position, item)
 
 
-def _keeps_prompt(judgment: Judgment, share: float) -> bool:
+def keeps_prompt(judgment: Judgment, share: float) -> bool:
     """Rendered prompts are kept for every pair left unlabeled and for a fixed share of the rest (by key)."""
     return not judgment.labeled or int(judgment.key[:8], 16) < share * 0x100000000
 
@@ -143,7 +143,7 @@ class _Labeler:
         c.judged_now += len(todo)
         c.reused += len(firsts) - len(todo)
         fresh = {j.key: j for j in self.judge.judge(todo)} if todo else {}
-        self.index.append([(j.key, j.final, judgment_line(j, _keeps_prompt(j, self.keep_prompts)))
+        self.index.append([(j.key, j.final, judgment_line(j, keeps_prompt(j, self.keep_prompts)))
                            for j in fresh.values()])
         earlier = self.index.lookup([key for _, _, key in kept if key not in fresh])
         labeled, unlabeled = [], []

@@ -149,6 +149,11 @@ class JudgmentIndex:
         reader.seek(offset)
         return Judgment.model_validate_json(reader.readline())
 
+    def final_keys(self) -> Iterator[str]:
+        """Every key whose latest judgment is final (labeled or a tie)."""
+        for (key,) in self.db.execute("SELECT key FROM labels WHERE final = 1"):
+            yield key
+
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
 
