@@ -225,8 +225,8 @@ def label_stage(
         raise ValueError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..{shard[1] - 1}")
     pair_judge = make_judge(judge, backends, "pairwise", "labeling pairs")
     before = backends.stats()
-    started = time.perf_counter()
     labeler = _Labeler(pair_judge, run, keep_prompts, shard, source, judge_missing)
+    started = time.perf_counter()  # the work, not the one-time imports of opening the outputs
     try:
         labeler.extra(invalid_rows, skipped)
         stream = _numbered(pairs)
