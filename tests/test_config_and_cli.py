@@ -31,7 +31,7 @@ def write_yaml(tmp_path, data, name="cfg.yaml") -> Path:
 def test_shipped_judge_and_run_config():
     judge = load_judge_config("smollm2-pairwise")
     assert isinstance(judge, JudgeConfig) and judge.name == "smollm2-pairwise" and judge.both_orders
-    assert judge.backend.kind == "vllm" and judge.backend.max_model_len == 2048
+    assert judge.backend.kind == "vllm" and judge.backend.max_model_len == 8192
     assert judge.principles.mode == "sample" and judge.principles.k == 1 and judge.verdict.top_logprobs == 20
     assert load_judge_config(REPO / "judges" / "smollm2-pairwise.yaml") == judge
     run = load_run_config("main")

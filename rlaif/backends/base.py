@@ -77,6 +77,11 @@ class BackendStats(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    servers: dict[str, int] = Field(default_factory=dict)
+    """Requests answered, by server base URL (backends that reach servers over HTTP; empty for the others)."""
+    engine_memory_gib: float | None = None
+    """Memory the in-process engines hold, in GiB (KV cache reserved + weights); None for backends with no engine.
+    A level, not a count: `since` keeps it and `+` adds the engines up."""
 
     def since(self, before: BackendStats) -> BackendStats:
         """What was counted after `before` was taken (kinds with no new count are left out)."""
@@ -89,7 +94,8 @@ class BackendStats(BaseModel):
             retries=grown(self.retries, before.retries), failures=grown(self.failures, before.failures),
             prompt_tokens=self.prompt_tokens - before.prompt_tokens,
             completion_tokens=self.completion_tokens - before.completion_tokens,
-            cost_usd=self.cost_usd - before.cost_usd,
+            cost_usd=self.cost_usd - before.cost_usd, servers=grown(self.servers, before.servers),
+            engine_memory_gib=self.engine_memory_gib,
         )
 
     def __add__(self, other: BackendStats) -> BackendStats:
@@ -100,7 +106,14 @@ class BackendStats(BaseModel):
             failures=dict(Counter(self.failures) + Counter(other.failures)),
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens, cost_usd=self.cost_usd + other.cost_usd,
+            servers=dict(Counter(self.servers) + Counter(other.servers)),
+            engine_memory_gib=_sum_known(self.engine_memory_gib, other.engine_memory_gib),
         )
+
+
+def _sum_known(a: float | None, b: float | None) -> float | None:
+    """a + b, None only when both are."""
+    return None if a is None and b is None else round((a or 0.0) + (b or 0.0), 3)
 
 
 @runtime_checkable
@@ -148,8 +161,10 @@ class BackendBase:
             self._count_request(completion)
         return completions
 
-    def _count_request(self, completion: Completion, attempts: int = 1, failure: str | None = None) -> None:
-        """Count one finished request: its attempts, and its failure kind (from the error text unless given)."""
+    def _count_request(self, completion: Completion, attempts: int = 1, failure: str | None = None,
+                       server: str | None = None) -> None:
+        """Count one finished request: its attempts, its failure kind (from the error text unless given), and the
+        server that answered it."""
         with self._stats_lock:
             s = self._stats
             s.requests += 1
@@ -160,6 +175,8 @@ class BackendBase:
                 s.failures[kind] = s.failures.get(kind, 0) + 1
             else:
                 s.succeeded += 1
+                if server is not None:
+                    s.servers[server] = s.servers.get(server, 0) + 1
             s.prompt_tokens += completion.prompt_tokens
             s.completion_tokens += completion.completion_tokens
             s.cost_usd += completion.cost_usd

@@ -1,10 +1,19 @@
-"""A hosted OpenAI-compatible chat API as a backend: OpenAI itself, a vLLM server, a router in front of many.
+"""A hosted OpenAI-compatible chat API as a backend: OpenAI itself, a vLLM server, a router in front of many,
+or a fleet of servers (`base_urls`) that the backend spreads requests over itself.
 
 Requests run on a thread pool of `max_concurrency`. The SDK's own retries are off; each request is retried
 here with tenacity (exponential backoff with jitter, or the server's `Retry-After`) on the failures that
 may pass: 429, 5xx, timeouts, dropped connections and malformed responses. Other 4xx are not retried.
 Every request has a total time budget (`item_budget_s`); a request that runs out of attempts or budget
 comes back as a `Completion` with `error` saying why, so the judge records the item as unlabeled.
+
+With several servers (`ServerFleet`), each attempt goes to a healthy server with the fewest requests in flight
+(ties taken in turn). A server that drops a connection, times out or answers 5xx or 429 is skipped for
+`server_cooldown_s` (or its Retry-After) while others are healthy, then tried again. A failed attempt is retried
+at once, without a backoff wait, on a healthy server the request has not failed on; only when none is left does
+the request back off as it would with one server. Attempts and budget are per request across all servers, so a
+request comes back with an error only when the servers it tried all failed it within them. `stats().servers`
+counts the requests each server answered.
 
 The API key is read from the environment variable that `api_key_env` names. Only that name appears in
 configs, manifests and `repr`; the key is scrubbed from every error message.
@@ -16,9 +25,12 @@ import math
 import os
 import random
 import re
+import threading
 import time
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -26,12 +38,14 @@ from rlaif.backends.base import BackendBase, Choice, Completion, CompletionReque
 from rlaif.config.backend import OpenAIBackendConfig
 from rlaif.errors import BackendError
 
-__all__ = ["OpenAIBackend", "AttemptError", "classify_error"]
+__all__ = ["OpenAIBackend", "ServerFleet", "AttemptError", "classify_error"]
 
 KEYLESS = "EMPTY"
 """The key sent to servers that need none (the SDK insists on some key)."""
 MIN_ATTEMPT_S = 0.05
 """Below this much budget left, no new attempt is started."""
+MARKS_DOWN = frozenset({"connection", "timeout", "server_error", "rate_limit"})
+"""Failures that make a server cool down (a malformed body or a 4xx says nothing about its health)."""
 
 
 class AttemptError(Exception):
@@ -85,6 +99,61 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@dataclass(eq=False)
+class _Server:
+    index: int
+    url: str
+    client: Any
+    in_flight: int = 0
+    down_until: float = -math.inf
+    """Cooling down (skipped while others are healthy) until this time on the fleet's clock."""
+
+
+class ServerFleet:
+    """The servers of one backend and their health. Thread-safe: each attempt `take`s a server and gives it back."""
+
+    def __init__(self, urls: list[str], make_client: Callable[[str], Any], cooldown_s: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.servers = [_Server(i, url, make_client(url)) for i, url in enumerate(urls)]
+        self.cooldown_s, self._clock = cooldown_s, clock
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    def take(self, failed_on: Collection[str] = ()) -> _Server:
+        """The server for the next attempt: a healthy one the request has not failed on, else any healthy one, else
+        the one that comes back soonest; among those the one with the fewest in flight, ties taken in turn."""
+        with self._lock:
+            now = self._clock()
+            healthy = [s for s in self.servers if s.down_until <= now]
+            candidates = ([s for s in healthy if s.url not in failed_on] or healthy
+                          or [min(self.servers, key=lambda s: s.down_until)])
+            turn, n = self._turn, len(self.servers)
+            self._turn += 1
+            server = min(candidates, key=lambda s: (s.in_flight, (s.index - turn) % n))
+            server.in_flight += 1
+            return server
+
+    def give_back(self, server: _Server, failure: AttemptError | None) -> None:
+        """After an attempt: an answer makes the server healthy, a failure in MARKS_DOWN makes it cool down."""
+        with self._lock:
+            server.in_flight -= 1
+            if failure is None:
+                server.down_until = -math.inf
+            elif failure.kind in MARKS_DOWN:
+                pause = failure.retry_after if failure.retry_after is not None else self.cooldown_s
+                server.down_until = max(server.down_until, self._clock() + pause)
+
+    def can_fail_over(self, failed_on: Collection[str]) -> bool:
+        """Whether a healthy server is left that the request has not failed on."""
+        with self._lock:
+            now = self._clock()
+            return any(s.down_until <= now and s.url not in failed_on for s in self.servers)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.client.close()
+
+
 @dataclass
 class _Progress:
     """What one request has been through so far."""
@@ -92,6 +161,12 @@ class _Progress:
     started: float
     attempts: int = 0
     last: AttemptError | None = None
+    failed_on: set[str] = field(default_factory=set)
+    """Servers the request has failed on."""
+    fail_over: bool = False
+    """The last failure is retried at once on another healthy server, without a backoff wait."""
+    server: str | None = None
+    """The server of the last attempt."""
 
 
 class OpenAIBackend(BackendBase):
@@ -108,20 +183,22 @@ class OpenAIBackend(BackendBase):
         self._sleep = sleep
         self.model = config.model
         self._key = _read_key(config.api_key_env)
-        self._client = openai.OpenAI(api_key=self._key, base_url=config.base_url, max_retries=0,
-                                     timeout=config.timeout_s)
+        self._fleet = ServerFleet(config.urls, lambda url: openai.OpenAI(api_key=self._key, base_url=url, max_retries=0,
+                                                                          timeout=config.timeout_s),
+                                  config.server_cooldown_s)
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrency, thread_name_prefix="rlaif-openai")
 
     def __repr__(self) -> str:
         c = self.config
-        return f"OpenAIBackend(model={c.model!r}, base_url={c.base_url!r}, api_key_env={c.api_key_env!r})"
+        where = f"base_url={c.base_url!r}" if c.base_urls is None else f"base_urls={c.base_urls!r}"
+        return f"OpenAIBackend(model={c.model!r}, {where}, api_key_env={c.api_key_env!r})"
 
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         return list(self._pool.map(self._complete_one, requests))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._client.close()
+        self._fleet.close()
 
     # -- one request -------------------------------------------------------------------------------------
 
@@ -131,25 +208,34 @@ class OpenAIBackend(BackendBase):
         try:
             completion = self._retrying(progress)(self._attempt, request, progress)
         except AttemptError as exc:
-            completion = Completion(error=self._scrub(self._give_up_message(exc, progress)))
+            message = self._give_up_message(exc, progress)
+            if len(self._fleet.servers) > 1 and progress.server:
+                message += f" (last server {progress.server})"
+            completion = Completion(error=self._scrub(message))
             failure = exc.kind
         completion.latency_s = time.monotonic() - progress.started
-        self._count_request(completion, attempts=progress.attempts, failure=failure)
+        answered_by = None if failure else progress.server
+        self._count_request(completion, attempts=progress.attempts, failure=failure, server=answered_by)
         return completion
 
     def _retrying(self, progress: _Progress) -> Retrying:
         c = self.config
 
+        def hint(state: RetryCallState) -> float | None:
+            """No wait when failing over to another server; else the server's Retry-After, if any."""
+            if progress.fail_over:
+                return 0.0
+            return getattr(state.outcome.exception(), "retry_after", None)
+
         def wait(state: RetryCallState) -> float:
-            hinted = getattr(state.outcome.exception(), "retry_after", None)
+            hinted = hint(state)
             if hinted is None:  # exponential, with "equal jitter": half fixed, half random
                 ceiling = min(c.backoff_max_s, c.backoff_initial_s * 2 ** (state.attempt_number - 1))
                 hinted = ceiling * random.uniform(0.5, 1.0)
             return min(hinted, self._remaining(progress))
 
         def out_of_budget(state: RetryCallState) -> bool:
-            hinted = getattr(state.outcome.exception(), "retry_after", None) or 0.0
-            return self._remaining(progress) - hinted < MIN_ATTEMPT_S
+            return self._remaining(progress) - (hint(state) or 0.0) < MIN_ATTEMPT_S
 
         def before_sleep(state: RetryCallState) -> None:
             self._count_retry(state.outcome.exception().kind)
@@ -165,13 +251,20 @@ class OpenAIBackend(BackendBase):
         if remaining < MIN_ATTEMPT_S:
             raise AttemptError("budget", "no budget left for another attempt", False)
         progress.attempts += 1
+        server = self._fleet.take(progress.failed_on)
+        progress.server = server.url
         try:
-            response = self._client.chat.completions.create(**self._params(request),
-                                                            timeout=min(self.config.timeout_s, remaining))
-            return self._to_completion(response)
+            response = server.client.chat.completions.create(**self._params(request),
+                                                             timeout=min(self.config.timeout_s, remaining))
+            completion = self._to_completion(response)
         except Exception as exc:  # every failure is classified; none escapes as an exception
             progress.last = classify_error(exc)
+            self._fleet.give_back(server, progress.last)
+            progress.failed_on.add(server.url)
+            progress.fail_over = progress.last.retryable and self._fleet.can_fail_over(progress.failed_on)
             raise progress.last from exc
+        self._fleet.give_back(server, None)
+        return completion
 
     def _remaining(self, progress: _Progress) -> float:
         return self.config.item_budget_s - (time.monotonic() - progress.started)
