@@ -238,10 +238,15 @@ def test_embedded_model_on_one_ray_actor_matches_the_local_engine(ray_cluster, v
     actors: dict[int, psutil.Process] = {}
     running = threading.Event()
 
+    def judge_workers() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"]) if "JudgeActor" in " ".join(p.info["cmdline"] or [])]
+
+    earlier = {p.pid for p in judge_workers()}  # an earlier test's actor may still be exiting
+
     def watch() -> None:  # the actor's worker process, seen while it runs ("ray::MapWorker(...JudgeActor)")
         while not running.wait(0.2):
-            for proc in psutil.process_iter(["cmdline"]):
-                if "JudgeActor" in " ".join(proc.info["cmdline"] or []):
+            for proc in judge_workers():
+                if proc.pid not in earlier:
                     actors.setdefault(proc.pid, proc)
 
     watcher = threading.Thread(target=watch, daemon=True)
