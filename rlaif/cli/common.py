@@ -78,6 +78,14 @@ def share(text: str) -> float:
     return value
 
 
+def _say_skipped(row: Any, shown: int) -> None:
+    """Name the first 20 bad rows on stderr, then say that more follow (all go to invalid_rows.jsonl)."""
+    if shown <= 20:
+        print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
+    elif shown == 21:
+        print("... more bad rows follow (all are listed in invalid_rows.jsonl)", file=sys.stderr)
+
+
 def read_input(path: str | Path, model: type[M], expected: str) -> tuple[list[M], list]:
     """Rows of a JSONL input file; bad rows are named on stderr and kept for invalid_rows.jsonl.
 
@@ -85,10 +93,8 @@ def read_input(path: str | Path, model: type[M], expected: str) -> tuple[list[M]
     from rlaif.store.runfolder import read_rows, require_usable
 
     rows, bad = read_rows(Path(path), model)
-    for row in bad[:20]:
-        print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
-    if len(bad) > 20:
-        print(f"... and {len(bad) - 20} more bad rows (all are listed in invalid_rows.jsonl)", file=sys.stderr)
+    for shown, row in enumerate(bad, start=1):
+        _say_skipped(row, shown)
     require_usable(Path(path), rows, bad, f"this command reads {expected}")
     return rows, bad
 
@@ -118,10 +124,7 @@ def stream_input(path: str | Path, model: type[M], expected: str) -> tuple[Itera
         for number, row in itertools.chain(head, rows):
             if isinstance(row, RowError):
                 shown += 1
-                if shown <= 20:
-                    print(f"skipping {row.file}:{row.line}: {row.error}", file=sys.stderr)
-                elif shown == 21:
-                    print("... more bad rows follow (all are listed in invalid_rows.jsonl)", file=sys.stderr)
+                _say_skipped(row, shown)
             yield number, row
 
     return announced(), count_rows(path)
