@@ -122,21 +122,10 @@ def _merge_judgments(folders: list[Path], run: RunFolder) -> int:
                     continue  # a torn line a killed shard left
                 batch.append((data["key"], is_final(data), line if line.endswith("\n") else line + "\n"))
                 if len(batch) >= 4096:
-                    _append_new(index, batch)
+                    index.add_better(batch)
                     batch = []
-            _append_new(index, batch)
+            index.add_better(batch)
         return index.count()
-
-
-def _append_new(index: JudgmentIndex, batch: list[tuple[str, bool, str]]) -> None:
-    known = index.lookup([key for key, _, _ in batch])
-    fresh: dict[str, tuple[str, bool, str]] = {}
-    for key, final, line in batch:
-        if key in known and (known[key][1] or not final):
-            continue  # already final here, or this one is no better
-        if key not in fresh or (final and not fresh[key][1]):
-            fresh[key] = (key, final, line)
-    index.append(list(fresh.values()))
 
 
 def _shard_cover(manifests: list[dict]) -> dict[str, Any]:

@@ -238,18 +238,7 @@ def ingest_attempts(run: RunFolder) -> dict[str, int]:
 
 
 def _ingest_batch(index: JudgmentIndex, rows: list[dict], start: int, counts: dict[str, int]) -> None:
-    best: dict[str, dict] = {}
-    for row in rows:
-        if row["key"] not in best or (row["final"] and not best[row["key"]]["final"]):
-            best[row["key"]] = row
-    known = index.lookup(list(best))
-    lines = []
-    for key, row in best.items():
-        offset, final = known.get(key, (-1, False))
-        # new key; or an unlabeled one now final; or an unlabeled one from an earlier run, tried again
-        if offset < 0 or (not final and (row["final"] or offset < start)):
-            lines.append((key, bool(row["final"]), row["line"]))
-    index.append(lines)
+    lines = index.add_better([(row["key"], bool(row["final"]), row["line"]) for row in rows], retried_after=start)
     counts["appended"] += len(lines)
     counts["appended_final"] += sum(final for _, final, _ in lines)
     counts["skipped"] += len(rows) - len(lines)

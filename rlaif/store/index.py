@@ -134,6 +134,24 @@ class JudgmentIndex:
             os.fsync(fh.fileno())
         self._commit(rows, offset)
 
+    def add_better(self, lines: Sequence[tuple[str, bool, str]], retried_after: int = 0) -> list[tuple[str, bool, str]]:
+        """Append only the (key, final, line) records that improve the index, and return them: a key not seen
+        yet, or one whose judgment here is not final and the new one is final, or was written before byte
+        `retried_after` (an unlabeled pair of an earlier run, tried again). Within `lines` a final record wins
+        over an unlabeled one of the same key. For judgments made elsewhere (shards, Ray actors)."""
+        best: dict[str, tuple[str, bool, str]] = {}
+        for record in lines:
+            if record[0] not in best or (record[1] and not best[record[0]][1]):
+                best[record[0]] = record
+        known = self.lookup(list(best))
+        new = []
+        for key, record in best.items():
+            offset, final = known.get(key, (-1, False))
+            if offset < 0 or (not final and (record[1] or offset < retried_after)):
+                new.append(record)
+        self.append(new)
+        return new
+
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, bool]]:
         """key -> (offset, final) for the keys that have a judgment."""
         found: dict[str, tuple[int, bool]] = {}
