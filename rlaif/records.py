@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -104,10 +106,16 @@ class CandidatePair(Record):
 
     _check_texts = field_validator("id", "prompt", "response_1", "response_2")(non_blank)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Content identity: same texts, same key, whatever the id."""
+        """Content identity: same texts, same key, whatever the id (computed once; the record is frozen)."""
         return content_key(self.prompt, self.response_1, self.response_2)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> CandidatePair:
+        """A copy; with `update` its texts may differ, so the copy computes its own key."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("key", None)
+        return copy
 
 
 class JudgeReply(Record):

@@ -151,3 +151,32 @@ def test_the_instant_backend_is_a_backend_kind(tmp_path):
     with BackendPool() as pool:
         summary = label_stage([pair(i) for i in range(5)], spec, pool, RunFolder(tmp_path), progress=False)
     assert summary["labeled"] == 5 and summary["backend_stats"]["requests"] == 10
+
+
+def test_json_lines_are_plain_json_with_infinities_as_json_dumps_writes_them():
+    from rlaif.store.runfolder import json_line
+
+    row = {"text": "ünïcode — <|im_end|>", "logprobs": {"A": -0.25, "B": float("-inf")}, "none": None, "n": [1, 2.5]}
+    line = json_line(row)
+    assert line.endswith("\n") and "\n" not in line[:-1] and "ünïcode" in line
+    assert json.loads(line) == json.loads(json.dumps(row))
+
+
+def test_a_copied_pair_with_new_texts_has_its_own_key():
+    original = pair(1)
+    key = original.key  # computed once and remembered
+    changed = original.model_copy(update={"response_1": original.response_1 + " more"})
+    assert changed.key != key
+    assert changed.key == CandidatePair(**{**original.model_dump(), "response_1": original.response_1 + " more"}).key
+    assert original.model_copy().key == key == CandidatePair(**original.model_dump()).key
+
+
+def test_fewer_gc_passes_restores_the_collector():
+    import gc
+
+    from rlaif.stages.label import fewer_gc_passes
+
+    before = gc.get_threshold()
+    with fewer_gc_passes(threshold=12345):
+        assert gc.get_threshold()[0] == 12345 and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

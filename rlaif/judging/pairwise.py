@@ -60,10 +60,12 @@ class PairwiseJudge:
                                     response_b=second, marker=self.config.reasoning.marker)
 
     def _principle_fields(self, principle: Principle) -> dict[str, Any]:
+        """The principle as a template reads it: one dict per principle, the same object for every pair (templates
+        cannot change their variables), so the template can key its rendered blocks by it cheaply."""
         fields = self._principle_dicts.get(principle.id)
         if fields is None or fields["text"] != principle.text or fields["name"] != principle.name:
             fields = self._principle_dicts[principle.id] = principle.model_dump()
-        return dict(fields)
+        return fields
 
     def rendered(self, pair: CandidatePair) -> list[list[Message]]:
         return [self.messages(pair, p, order) for p in self.principles_for(pair) for order in self.orders]

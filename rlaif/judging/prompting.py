@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlaif.errors import ConfigError
@@ -38,6 +38,8 @@ _CHAT_TOKEN_RE = re.compile(r"<\|([^|<>]{0,40})\|>")
 def neutralize(text: str) -> str:
     """Defuse frame markers and chat control tokens inside untrusted text; other text is unchanged."""
     text = str(text)  # a missing (StrictUndefined) variable raises UndefinedError here -> ConfigError
+    if "[" not in text and "<|" not in text:
+        return text  # nothing to defuse (most texts): skip the two scans
     text = _FRAME_RE.sub(lambda m: f"({m.group(1)}{m.group(2)}", text)
     return _CHAT_TOKEN_RE.sub(lambda m: f"< |{m.group(1)}| >", text)
 
@@ -118,6 +120,8 @@ def _printed_names(block: nodes.Block) -> dict[str, bool] | None:
 
 def _frozen(value: object) -> object:
     """A hashable stand-in for a template variable's value (dicts and lists of plain values)."""
+    if type(value) is dict and all(type(v) is str for v in value.values()):
+        return tuple(sorted(value.items()))  # the usual case (a principle's fields), without the recursion
     if isinstance(value, dict):
         return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
@@ -149,7 +153,8 @@ class JudgeTemplate:
         if not match:
             raise ConfigError(f"template {name}: no '{{# rlaif-template version=... #}}' header")
         self.name, self.version = name, match.group(1)
-        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+        # Immutable: a template reads its variables and cannot change them (so a value can be keyed once).
+        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
         env.filters["untrusted"] = neutralize
         try:
             self._template = env.from_string(source)
@@ -162,6 +167,8 @@ class JudgeTemplate:
         self._printed = {role: _printed_names(blocks[role]) for role in self.roles}
         self._used = {role: {n.name for n in blocks[role].find_all(nodes.Name)} for role in self.roles}
         self._filled: dict[tuple, _Filled] = {}
+        self._defused: dict[str, str] = {}
+        self._frozen_ids: dict[int, tuple[object, object]] = {}
 
     def render(self, **variables: object) -> list[Message]:
         """Chat messages for these variables; a missing variable raises ConfigError."""
@@ -180,7 +187,7 @@ class JudgeTemplate:
         used = self._used[role]  # a straight-line block reads no variable it does not name
         slots = [name for name, value in variables.items() if isinstance(value, str) and name in printed]
         fixed = {name: value for name, value in variables.items() if name in used and name not in slots}
-        key = (role, tuple(slots), _frozen(fixed))
+        key = (role, tuple(slots), tuple((name, self._frozen(value)) for name, value in fixed.items()))
         filled = self._filled.get(key)
         if filled is None:
             text = "".join(self._template.blocks[role](self._template.new_context(
@@ -188,9 +195,32 @@ class JudgeTemplate:
             if len(self._filled) > 256:
                 self._filled.clear()
             filled = self._filled[key] = _Filled(text, slots)
-        untrusted = self._template.environment.filters["untrusted"]  # the template's own filter, as Jinja would call it
-        values = [untrusted(variables[name]) if printed[name] else str(variables[name]) for name in slots]
+        values = [self._untrusted(variables[name]) if printed[name] else str(variables[name]) for name in slots]
         return filled.fill(values).strip()
+
+    def _frozen(self, value: object) -> object:
+        """`_frozen(value)`, remembered for the object last seen (a judge passes the same principle fields
+        object for every pair under that principle; templates cannot change it)."""
+        if isinstance(value, str | int | float | bool | None):
+            return value
+        seen = self._frozen_ids.get(id(value))
+        if seen is None or seen[0] is not value:
+            if len(self._frozen_ids) > 64:
+                self._frozen_ids.clear()
+            seen = self._frozen_ids[id(value)] = (value, _frozen(value))
+        return seen[1]
+
+    def _untrusted(self, value: object) -> str:
+        """The template's own `untrusted` filter, as Jinja would call it, remembered for the texts of the last
+        few calls (both orders of a pair show the same three texts)."""
+        if type(value) is str:
+            done = self._defused.get(value)
+            if done is None:
+                if len(self._defused) > 64:
+                    self._defused.clear()
+                done = self._defused[value] = self._template.environment.filters["untrusted"](value)
+            return done
+        return self._template.environment.filters["untrusted"](value)
 
 
 def load_template(name: str | Path) -> JudgeTemplate:

@@ -17,7 +17,7 @@ from typing import Any
 from rlaif.errors import InputError
 from rlaif.records import content_key
 from rlaif.store.rows import DERIVED_COLUMNS
-from rlaif.store.runfolder import RunFolder
+from rlaif.store.runfolder import RunFolder, json_line
 
 __all__ = [
     "pairwise_features", "derived_features", "revision_features", "to_dataset", "build_dataset",
@@ -157,7 +157,7 @@ class DatasetWriter:
             self._writer.write_table(table)
             self._in_shard += len(part)
             self.rows += len(part)
-            self._lines.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in part)
+            self._lines.writelines(json_line(row) for row in part)
 
     def close(self) -> int:
         """Finish the shards and the JSONL, write the dataset's state and info, move both into place."""

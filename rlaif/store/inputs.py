@@ -43,7 +43,10 @@ def _table_rows(path: Path, model: type[T], batches: Iterator) -> Iterator[tuple
     for batch in batches:
         for data in batch.to_pylist():
             number += 1
-            yield number, check_row(data, model, str(path), number, json.dumps(data, ensure_ascii=False, default=str))
+            row = check_row(data, model, str(path), number, "")
+            if isinstance(row, RowError):  # the row as text, only for the rows that need it
+                row = row.model_copy(update={"raw": json.dumps(data, ensure_ascii=False, default=str)[:500]})
+            yield number, row
 
 
 def _parquet_batches(path: Path) -> Iterator:

@@ -7,8 +7,9 @@ into rows; they are listed with their reasons.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from pydantic_core import to_json
 
 from rlaif.records import CandidatePair, Judgment, OrderVerdict
 
@@ -46,7 +47,7 @@ def _verdicts_dict(judgment: Judgment) -> dict:
 def _raw_verdicts(judgment: Judgment) -> str:
     """Verdict-position logprobs, raw output and how each verdict was read, per principle and order (and per
     self-consistency sample and ensemble member), as a JSON string."""
-    return json.dumps(_verdicts_dict(judgment), ensure_ascii=False)
+    return to_json(_verdicts_dict(judgment), inf_nan_mode="constants").decode()
 
 
 def rationales(judgment: Judgment) -> list[dict]:

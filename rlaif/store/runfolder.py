@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from rlaif.errors import InputError
 
 __all__ = [
     "RunFolder", "RowError", "check_row", "iter_jsonl", "duplicate_id", "read_rows", "require_usable", "Resumed",
-    "resume_in_batches",
+    "resume_in_batches", "json_line",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -37,6 +38,12 @@ class RowError(BaseModel):
 
 def _as_dict(record: BaseModel | dict) -> dict:
     return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+
+
+def json_line(data: Any) -> str:
+    """One JSON line (UTF-8 text, not escaped to ASCII; infinities as JSON's usual -Infinity), encoded by
+    pydantic's Rust encoder: several times faster than `json.dumps` on the rows a bulk run writes."""
+    return to_json(data, inf_nan_mode="constants").decode() + "\n"
 
 
 def _describe(exc: ValidationError) -> str:
@@ -67,6 +74,11 @@ def iter_jsonl(path: Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]
             line = text.rstrip("\r\n")
             if not line.strip():
                 continue
+            try:
+                yield number, model.model_validate_json(line)  # the usual case, parsed and checked in one go
+                continue
+            except ValidationError:
+                pass  # read it again the slow way, for an error that says what is wrong
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -119,7 +131,7 @@ class JsonlWriter:
 
     def write(self, records: Iterable[BaseModel | dict]) -> None:
         for record in records:
-            self._fh.write(json.dumps(_as_dict(record), ensure_ascii=False) + "\n")
+            self._fh.write(json_line(_as_dict(record)))
             self.count += 1
 
     def close(self) -> int:
