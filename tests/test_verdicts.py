@@ -128,3 +128,17 @@ def test_an_exact_half_is_not_agreement():
 
 def test_single_order_has_unknown_agreement():
     assert combine_orders(0.7, None) == (0.7, None)
+
+
+@pytest.mark.parametrize("labels, expected", [
+    ({"A": ["A"]}, "exactly the keys A and B"),
+    ({"A": ["A"], "B": []}, "at least one token"),
+    ({"A": ["A", "1"], "B": ["B", " 1"]}, "both A and B"),
+])
+def test_verdict_labels_must_be_a_and_b_with_distinct_tokens(labels, expected):
+    from pydantic import ValidationError
+
+    from rlaif.config.judge import VerdictConfig
+
+    with pytest.raises(ValidationError, match=expected):
+        VerdictConfig(labels=labels)

@@ -156,9 +156,20 @@ class BackendBase:
             return self._stats.model_copy(deep=True)
 
     def _counted(self, completions: list[Completion]) -> list[Completion]:
-        """Count finished requests of a backend that does not retry; returns them unchanged."""
+        """Count finished requests of a backend that does not retry; returns them unchanged. Successes are
+        summed first and counted in one update (a batch may hold thousands); failures one by one, by kind."""
+        ok = [c for c in completions if not c.error]
+        with self._stats_lock:
+            s = self._stats
+            s.requests += len(ok)
+            s.attempts += len(ok)
+            s.succeeded += len(ok)
+            s.prompt_tokens += sum(c.prompt_tokens for c in ok)
+            s.completion_tokens += sum(c.completion_tokens for c in ok)
+            s.cost_usd += sum(c.cost_usd for c in ok)
         for completion in completions:
-            self._count_request(completion)
+            if completion.error:
+                self._count_request(completion)
         return completions
 
     def _count_request(self, completion: Completion, attempts: int = 1, failure: str | None = None,

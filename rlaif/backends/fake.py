@@ -53,11 +53,9 @@ class InstantBackend(BackendBase):
         digest = zlib.crc32(f"{self.seed}:{text}".encode())
         p_a = 0.02 + 0.96 * (digest % 1000) / 999
         top = {"A": math.log(p_a), "B": math.log1p(-p_a), **self._filler(request.top_logprobs)}
-        # built without re-validation: these are our own well-typed values, made as fast as an engine would
-        choice = Choice.model_construct(text="A" if p_a >= 0.5 else "B", finish_reason="length",
-                                        logprobs=[top] if request.top_logprobs else [], tokens=1)
-        return Completion.model_construct(choices=[choice] * request.n, prompt_tokens=len(text) // 4, error=None,
-                                          latency_s=0.0, cost_usd=0.0)
+        choice = Choice(text="A" if p_a >= 0.5 else "B", finish_reason="length",
+                        logprobs=[top] if request.top_logprobs else [], tokens=1)
+        return Completion(choices=[choice] * request.n, prompt_tokens=len(text) // 4)
 
     def _filler(self, k: int) -> dict[str, float]:
         """Top logprobs below the two labels, as long as real float32 logprobs print."""

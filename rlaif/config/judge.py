@@ -58,6 +58,17 @@ class VerdictConfig(ConfigModel):
     temperature: float = Field(1.0, gt=0)
     """Calibration temperature applied to the verdict log-odds (1.0 = as the model said)."""
 
+    @model_validator(mode="after")
+    def _two_labels(self) -> VerdictConfig:
+        if sorted(self.labels) != ["A", "B"]:
+            raise ValueError(f"verdict.labels needs exactly the keys A and B, got {sorted(self.labels)}")
+        if not all(self.labels.values()):
+            raise ValueError("verdict.labels: each of A and B needs at least one token string")
+        both = {v.strip() for v in self.labels["A"]} & {v.strip() for v in self.labels["B"]}
+        if both:
+            raise ValueError(f"verdict.labels: {sorted(both)} would count for both A and B")
+        return self
+
 
 class ReasoningConfig(ConfigModel):
     """Reasoning mode: the judge writes a short rationale before its verdict (chain of thought)."""

@@ -41,10 +41,18 @@ class PairwiseJudge:
         self.constitution = constitution or load_constitution(config.constitution)
         self.orders = ("12", "21") if config.both_orders else ("12",)
         self._principle_dicts: dict[str, dict[str, Any]] = {}
+        self._keys: dict[str, str] = {}
         self.fingerprint = content_key(config.model_dump(mode="json"), self.template.version, self.constitution.version)
 
     def key(self, pair: CandidatePair) -> str:
-        return content_key(pair.key, self.fingerprint)
+        """The resume key of a pair under this judge (remembered for the pairs of the last few batches: the label
+        stage asks before judging and the judgment records it)."""
+        key = self._keys.get(pair.key)
+        if key is None:
+            if len(self._keys) >= 65536:
+                self._keys.clear()
+            key = self._keys[pair.key] = content_key(pair.key, self.fingerprint)
+        return key
 
     def describe(self) -> dict[str, Any]:
         return describe(self.config, self.template.name, self.template.version, self.constitution.name,

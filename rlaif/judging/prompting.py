@@ -132,7 +132,8 @@ def _frozen(value: object) -> object:
 class _Filled:
     """A block rendered once with placeholders for its string variables, to be filled per call."""
 
-    def __init__(self, text: str, slots: list[str]):
+    def __init__(self, role: str, text: str, slots: list[str]):
+        self.role = role
         pattern = re.compile("|".join(re.escape(_MARK.format(i)) for i in range(len(slots)))) if slots else None
         self.parts: list[str | int] = []
         position = 0
@@ -140,9 +141,13 @@ class _Filled:
             self.parts += [text[position : match.start()], int(match.group()[len("\x00rlaif-slot-") : -1])]
             position = match.end()
         self.parts.append(text[position:])
+        self.constant = Message(role=role, content=text.strip()) if not slots else None
+        """A block with nothing to fill in (a system block that names only the principle): one message for all."""
 
-    def fill(self, values: list[str]) -> str:
-        return "".join(values[p] if isinstance(p, int) else p for p in self.parts)
+    def message(self, values: list[str]) -> Message:
+        if self.constant is not None:
+            return self.constant
+        return Message(role=self.role, content="".join([values[p] if isinstance(p, int) else p for p in self.parts]).strip())
 
 
 class JudgeTemplate:
@@ -173,17 +178,17 @@ class JudgeTemplate:
     def render(self, **variables: object) -> list[Message]:
         """Chat messages for these variables; a missing variable raises ConfigError."""
         try:
-            return [Message(role=role, content=self._block(role, variables)) for role in self.roles]
+            return [self._message(role, variables) for role in self.roles]
         except TemplateError as exc:
             raise ConfigError(f"template {self.name}: {exc}") from exc
 
     def _jinja(self, role: str, variables: dict[str, object]) -> str:
         return "".join(self._template.blocks[role](self._template.new_context(dict(variables)))).strip()
 
-    def _block(self, role: str, variables: dict[str, object]) -> str:
+    def _message(self, role: str, variables: dict[str, object]) -> Message:
         printed = self._printed[role]
         if printed is None:
-            return self._jinja(role, variables)
+            return Message(role=role, content=self._jinja(role, variables))
         used = self._used[role]  # a straight-line block reads no variable it does not name
         slots = [name for name, value in variables.items() if isinstance(value, str) and name in printed]
         fixed = {name: value for name, value in variables.items() if name in used and name not in slots}
@@ -194,9 +199,9 @@ class JudgeTemplate:
                 {**fixed, **{name: _MARK.format(i) for i, name in enumerate(slots)}})))
             if len(self._filled) > 256:
                 self._filled.clear()
-            filled = self._filled[key] = _Filled(text, slots)
+            filled = self._filled[key] = _Filled(role, text, slots)
         values = [self._untrusted(variables[name]) if printed[name] else str(variables[name]) for name in slots]
-        return filled.fill(values).strip()
+        return filled.message(values)
 
     def _frozen(self, value: object) -> object:
         """`_frozen(value)`, remembered for the object last seen (a judge passes the same principle fields

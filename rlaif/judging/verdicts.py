@@ -38,21 +38,21 @@ def read_verdict(top_logprobs: dict[str, float], labels: dict[str, list[str]]) -
     """
     if not top_logprobs:
         return VerdictReading(None, 0.0, "no logprobs at the verdict position")
-    mass = {label: 0.0 for label in labels}
-    seen = {label: False for label in labels}
+    label_of = {variant: label for label, variants in labels.items() for variant in variants}
+    mass = dict.fromkeys(labels, 0.0)
+    seen: set[str] = set()
     for token, logprob in top_logprobs.items():
-        stripped = token.strip()
-        for label, variants in labels.items():
-            if stripped in variants:
-                mass[label] += math.exp(logprob)
-                seen[label] = True
-    if not any(seen.values()):
+        label = label_of.get(token.strip())
+        if label is not None:
+            mass[label] += math.exp(logprob)
+            seen.add(label)
+    if not seen:
         top = sorted(top_logprobs.items(), key=lambda kv: -kv[1])[:3]
         shown = ", ".join(f"{t!r} {math.exp(lp):.2f}" for t, lp in top)
         return VerdictReading(None, 0.0, f"no verdict token ({'/'.join(labels)}) in the top {len(top_logprobs)} logprobs; top: {shown}")
     floor = math.exp(min(top_logprobs.values()))
     for label in labels:
-        if not seen[label]:
+        if label not in seen:
             mass[label] = floor
     a, b = mass["A"], mass["B"]
     return VerdictReading(a / (a + b), a + b, None)
