@@ -114,11 +114,17 @@ def test_fake_backend_on_ray_counts_dataset_and_resume(ray_cluster, tmp_path):
     assert not (run / RAY_FOLDER).exists(), "ingested attempt folders are removed"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["runner"] == "ray" and manifest["ray"]["judged_on_ray"] == 300
+    # the actors' counters come back with their judgments: 2 orders for each pair an actor judged (a repeat of
+    # another batch's texts is judged there too, and its judgment dropped at ingest), none failed
+    stats, judged = summary["backend_stats"], 300 + manifest["ray"]["repeated_judgments_dropped"]
+    assert (stats["requests"], stats["succeeded"], stats["failed"]) == (2 * judged, 2 * judged, 0)
+    assert stats["prompt_tokens"] > 0
+    assert manifest["backend_stats"] == stats
 
     before = {name: (run / name).read_text() for name in OUTPUTS}
     again = ray_label_stage(pairs, _judge(tmp_path), RunFolder(run), batch_size=32, actors=1, progress=False)
     assert again["judged_on_ray"] == again["judged_now"] == 0 and again["ray_attempt"] is None
-    assert again["reused_from_earlier_runs"] == 300
+    assert again["reused_from_earlier_runs"] == 300 and again["backend_stats"]["requests"] == 0
     assert {k: again[k] for k in ("pairs", "labeled", "unlabeled", "invalid_rows")} == \
         {k: summary[k] for k in ("pairs", "labeled", "unlabeled", "invalid_rows")}
     assert {name: (run / name).read_text() for name in OUTPUTS} == before

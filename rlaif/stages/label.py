@@ -237,7 +237,8 @@ def label_stage(
     `keep_prompts` is the share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl;
     `total` (rows in the input, when known) sizes the progress bar; `source` names the input in row errors.
     `judge_missing=False` judges nothing: the judgments were made elsewhere (the Ray runner) and ingested into
-    this run folder; this pass only writes the outputs (a pair with no judgment is recorded unlabeled)."""
+    this run folder; this pass only writes the outputs (a pair with no judgment is recorded unlabeled); the caller
+    then passes the counters of the backends that did the judging as `extra_manifest["backend_stats"]`."""
     from tqdm.auto import tqdm
 
     if shard is not None and not 0 <= shard[0] < shard[1]:
@@ -272,5 +273,5 @@ def label_stage(
     if shard is not None:
         summary.update(shard=f"{shard[0]}/{shard[1]}", pairs_in_other_shards=c.other_shards)
     write_manifest(run, pair_judge.describe(), {k: v for k, v in summary.items() if k != "backend_stats"},
-                   LABEL_FILES, **{**(extra_manifest or {}), "backend_stats": stats, "keep_prompts": keep_prompts})
+                   LABEL_FILES, **{"backend_stats": stats, "keep_prompts": keep_prompts, **(extra_manifest or {})})
     return summary

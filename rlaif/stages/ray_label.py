@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rlaif.backends.base import BackendStats
 from rlaif.backends.placeholder import PlaceholderPool
 from rlaif.backends.pool import BackendPool
 from rlaif.config.judge import EnsembleJudgeConfig, JudgeConfig, JudgeSpec, load_judge_spec
@@ -135,7 +136,8 @@ def _todo(batch: Any, spec: dict[str, Any], probe_key: str, done: Any, jsonl: bo
     return pa.table({"key": pa.array(keys, pa.string()), "pair": pa.array(pairs, pa.string())})
 
 
-_OUTPUT_SCHEMA = {"key": "string", "final": "bool", "line": "string"}
+_OUTPUT_SCHEMA = {"key": "string", "final": "bool", "line": "string", "stats": "string"}
+"""`stats`: the actor's backend counters for the batch (BackendStats JSON) on the batch's first row, else null."""
 
 
 class JudgeActor:
@@ -159,11 +161,14 @@ class JudgeActor:
         pairs: dict[str, CandidatePair] = {}
         for key, text in zip(batch.column("key").to_pylist(), batch.column("pair").to_pylist()):
             pairs.setdefault(key, CandidatePair.model_validate_json(text))
+        before = self.pool.stats() if self.pool is not None else BackendStats()
         judgments = self.judge.judge(list(pairs.values())) if pairs else []
+        stats = (self.pool.stats() if self.pool is not None else BackendStats()).since(before)
         return pa.table({
             "key": pa.array([j.key for j in judgments], pa.string()),
             "final": pa.array([j.final for j in judgments], pa.bool_()),
             "line": pa.array([judgment_line(j, keeps_prompt(j, self.keep_prompts)) for j in judgments], pa.string()),
+            "stats": pa.array([stats.model_dump_json()] + [None] * (len(judgments) - 1) if judgments else [], pa.string()),
         })
 
     def close(self) -> None:
@@ -210,30 +215,39 @@ def _read(path: Path) -> tuple[Any, bool]:
 
 # -- ingest --------------------------------------------------------------------------------------------------
 
-def ingest_attempts(run: RunFolder) -> dict[str, int]:
+def ingest_attempts(run: RunFolder) -> dict[str, Any]:
     """Append the judgments of every Parquet file under RUN/ray/ to judgments.jsonl, only where their key is not
     final there yet (a later unlabeled line replaces an earlier run's unlabeled one; one line per key per
-    ingest), then remove the attempt folders. Files a killed run left unreadable are skipped (and removed)."""
+    ingest), then remove the attempt folders. Files a killed run left unreadable are skipped (and removed).
+    `backend_stats` in the result sums the actors' counters of the batches read (the work the actors did)."""
     import pyarrow.parquet as pq
 
     folder = run.file(RAY_FOLDER)
     attempts = sorted(p for p in folder.glob("attempt-*") if p.is_dir()) if folder.is_dir() else []
-    counts = {"attempts": len(attempts), "files": 0, "unreadable_files": 0, "appended": 0, "appended_final": 0,
-              "skipped": 0}
+    counts: dict[str, Any] = {"attempts": len(attempts), "files": 0, "unreadable_files": 0, "appended": 0,
+                              "appended_final": 0, "skipped": 0}
+    stats = BackendStats()
     journal = run.file(JUDGMENTS)
     start = journal.stat().st_size if journal.is_file() else 0
     with JudgmentIndex(journal) as index:
         for file in sorted(f for attempt in attempts for f in attempt.rglob("*.parquet")):
             counts["files"] += 1
             try:
-                for batch in pq.ParquetFile(file).iter_batches(batch_size=_INGEST_BATCH, columns=list(_OUTPUT_SCHEMA)):
-                    _ingest_batch(index, batch.to_pylist(), start, counts)
+                parquet = pq.ParquetFile(file)
+                columns = [c for c in _OUTPUT_SCHEMA if c in parquet.schema_arrow.names]
+                for batch in parquet.iter_batches(batch_size=_INGEST_BATCH, columns=columns):
+                    rows = batch.to_pylist()
+                    _ingest_batch(index, rows, start, counts)
+                    for row in rows:
+                        if row.get("stats"):
+                            stats = stats + BackendStats.model_validate_json(row["stats"])
             except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError: a torn file of a killed run
                 counts["unreadable_files"] += 1
     for attempt in attempts:
         shutil.rmtree(attempt, ignore_errors=True)
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+    counts["backend_stats"] = stats
     return counts
 
 
@@ -323,14 +337,15 @@ def ray_label_stage(
         "ingested_from_earlier_attempts": earlier["appended"], "ray_seconds": round(ray_seconds, 2),
         "ray_version": ray.__version__,
     }
+    stats = judged["backend_stats"].model_dump()  # the actors' requests, tokens and failures in this run
     stream = pairs if pairs is not None else iter_input(path, CandidatePair)
     summary = label_stage(stream, spec, PlaceholderPool(), run, batch_size, extra_manifest={
-        **(extra_manifest or {}), "runner": "ray", "ray": facts}, progress=progress, keep_prompts=keep_prompts,
+        **(extra_manifest or {}), "runner": "ray", "ray": facts, "backend_stats": stats}, progress=progress, keep_prompts=keep_prompts,
         shard=shard, total=total, source=str(pairs_path), judge_missing=False)
     new = judged["appended"] + earlier["appended"]
     summary.update(
         judged_now=new, reused_from_earlier_runs=max(0, summary["unique_pairs"] - new),
         labels_per_second=round(judged["appended"] / ray_seconds, 3) if judged["appended"] and ray_seconds else None,
         runner="ray", ray_actors=actors, ray_gpus_per_actor=gpus_per_actor, ray_attempt=attempt or None,
-        judged_on_ray=judged["appended"])
+        judged_on_ray=judged["appended"], backend_stats=stats)
     return summary

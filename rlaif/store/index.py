@@ -67,6 +67,7 @@ class JudgmentIndex:
                         "final INTEGER NOT NULL) WITHOUT ROWID")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID")
         self._reader: BinaryIO | None = None
+        self._first_line = ""
         self._catch_up()
 
     # -- keeping the index in step with the file ---------------------------------------------------------
@@ -75,11 +76,17 @@ class JudgmentIndex:
         return row[0] if row else default
 
     def _head(self) -> str:
-        """The first line's bytes identify the file (a replaced file gets the index rebuilt)."""
+        """The first line's bytes identify the file (a replaced file gets the index rebuilt); read once it has one
+        (appends never change it)."""
+        if self._first_line:
+            return self._first_line
         if not self.path.is_file():
             return ""
         with self.path.open("rb") as fh:
-            return fh.readline(4096).decode("utf-8", "replace")
+            head = fh.readline(4096).decode("utf-8", "replace")
+        if head.endswith("\n"):
+            self._first_line = head
+        return head
 
     def _catch_up(self) -> None:
         size = self.path.stat().st_size if self.path.is_file() else 0
