@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_scale.py --pairs 100000
     .venv/bin/python benchmarks/bench_scale.py --pairs 100000 --kills 1     # also: SIGKILL mid-run, then resume
+    .venv/bin/python benchmarks/bench_scale.py --pairs 100000 --shards 2    # shards side by side, then merged
 
 Writes N synthetic pairs (JSONL, streamed), labels them with `rlaif label` in a child process (both orders, one
 principle, the `fake` backend kind that answers at once with 20 top logprobs), and prints one JSON line:
@@ -9,7 +10,9 @@ pairs, labels_per_s (pairs judged / seconds of the label stage, dataset writing 
 label process's peak resident memory), judgments_bytes_per_pair (judgments.jsonl size / distinct pairs; the
 texts under judgment are not in it), and the wall time. With --kills K the label process is killed with
 SIGKILL K times at random points (after it has written some judgments), then run to the end; the line then
-also says whether the output has exactly one judgment and one row per pair.
+also says whether the output has exactly one judgment and one row per pair. With --shards K, K label processes
+run at once (`--shard i/K`, each reading the whole input and keeping its part), then `rlaif merge` combines
+them; labels_per_s is then pairs / the longest shard's label stage, and the merge time is given apart.
 """
 
 from __future__ import annotations
@@ -87,11 +90,40 @@ def check_output(out: Path, n: int) -> dict:
             "exactly_one_label_per_pair": lines == len(keys) == n and len(ids) == n}
 
 
+def run_shards(pairs: Path, work: Path, judge: Path, n: int, shards: int, batch_size: int) -> dict:
+    """K shard processes side by side, then `rlaif merge`; the merged output is checked like a killed run's."""
+    outs = [work / f"shard{i}" for i in range(shards)]
+    started = time.perf_counter()
+    procs = [subprocess.Popen([*label_command(pairs, out, judge, batch_size), "--shard", f"{i}/{shards}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i, out in enumerate(outs)]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(f"a shard failed ({proc.returncode}):\n{err[-3000:]}")
+    shards_wall = time.perf_counter() - started
+    counts = [json.loads((out / "manifest.json").read_text())["counts"] for out in outs]
+    started = time.perf_counter()
+    merged = work / "merged"
+    done = subprocess.run([sys.executable, "-m", "rlaif.cli.main", "merge", *map(str, outs), "--out", str(merged),
+                           "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        sys.exit(f"rlaif merge failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    merge_seconds = time.perf_counter() - started
+    longest = max(c["label_seconds"] for c in counts)
+    return {"pairs": n, "shards": shards, "labels_per_s": round(n / longest, 1),
+            "shard_label_seconds": [c["label_seconds"] for c in counts], "shards_wall_seconds": round(shards_wall, 1),
+            "merge_seconds": round(merge_seconds, 1),
+            "labels_per_s_with_merge": round(n / (shards_wall + merge_seconds), 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            **check_output(merged, n)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, required=True, help="how many synthetic pairs")
     parser.add_argument("--batch-size", type=int, default=1024, help="pairs per judge chunk (default: %(default)s)")
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL the label process this many times first")
+    parser.add_argument("--shards", type=int, default=1, help="run this many shard processes at once, then merge")
     parser.add_argument("--out", type=Path, help="work folder (default: benchmarks/out/scale-N; emptied first)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (it is large at 1M pairs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -103,6 +135,11 @@ def main() -> None:
     pairs, judge, out = work / "pairs.jsonl", work / "judge.yaml", work / "run"
     write_pairs(pairs, args.pairs, args.seed)
     judge.write_text(JUDGE)
+    if args.shards > 1:
+        print(json.dumps(run_shards(pairs, work, judge, args.pairs, args.shards, args.batch_size)))
+        if not args.keep and not args.out:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     command = label_command(pairs, out, judge, args.batch_size)
     env_note = os.environ.get("OMP_NUM_THREADS")
     rng = random.Random(args.seed)

@@ -19,7 +19,7 @@ from typing import Any
 from rlaif.errors import InputError
 from rlaif.records import reason_kind
 from rlaif.stages.label import JUDGMENTS, LABEL_FILES
-from rlaif.store.datasets import DatasetWriter, pairwise_features
+from rlaif.store.datasets import DatasetWriter, pairwise_features, saved_batches
 from rlaif.store.index import JudgmentIndex, SeenSet, is_final
 from rlaif.store.manifest import write_manifest
 from rlaif.store.runfolder import RunFolder
@@ -43,12 +43,9 @@ def _lines(path: Path) -> Iterator[str]:
             yield from (line for line in fh if line.strip())
 
 
-def _dataset_batches(folder: Path, size: int = 2048) -> Iterator[list[dict]]:
-    from datasets import load_from_disk
-
-    dataset = load_from_disk(str(folder / "dataset"))  # memory-mapped
-    for start in range(0, len(dataset), size):
-        yield dataset.select(range(start, min(start + size, len(dataset)))).to_list()
+def _dataset_batches(folder: Path) -> Iterator[list[dict]]:
+    for batch in saved_batches(folder / "dataset"):  # one record batch in memory at a time
+        yield batch.to_pylist()
 
 
 def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:

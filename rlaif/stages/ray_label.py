@@ -41,6 +41,7 @@ from rlaif.judging.base import PairJudge
 from rlaif.judging.factory import make_judge
 from rlaif.records import CandidatePair
 from rlaif.stages.label import JUDGMENTS, in_shard, keeps_prompt, label_stage
+from rlaif.store.datasets import arrow_file_batches, saved_data_files
 from rlaif.store.index import JudgmentIndex, judgment_line
 from rlaif.store.inputs import input_format, iter_input
 from rlaif.store.runfolder import RunFolder
@@ -182,20 +183,13 @@ class JudgeActor:
         self.close()
 
 
-def _saved_files(path: Path) -> list[str]:
-    """The Arrow files of a save_to_disk folder, from its state.json."""
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    return [str(path / f["filename"]) for f in state.get("_data_files", [])]
-
-
 def _read_arrow_files(batch: Any) -> Iterator[Any]:
     """Ray task: the record batches of save_to_disk Arrow files (streaming IPC format), a table at a time."""
     import pyarrow as pa
 
     for file in batch.column("file").to_pylist():
-        with pa.memory_map(file) as source:
-            for part in pa.ipc.open_stream(source):
-                yield pa.Table.from_batches([part])
+        for part in arrow_file_batches(file):
+            yield pa.Table.from_batches([part])
 
 
 def _read(path: Path) -> tuple[Any, bool]:
@@ -208,7 +202,7 @@ def _read(path: Path) -> tuple[Any, bool]:
     if kind == "parquet":
         parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         return ray.data.read_parquet([str(f.resolve()) for f in parts]), False
-    files = _saved_files(path.resolve())
+    files = [str(f) for f in saved_data_files(path.resolve())]
     return ray.data.from_items([{"file": f} for f in files]).map_batches(
         _read_arrow_files, batch_size=1, batch_format="pyarrow"), False
 

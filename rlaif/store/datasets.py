@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from rlaif.store.runfolder import RunFolder, json_line
 
 __all__ = [
     "pairwise_features", "derived_features", "revision_features", "to_dataset", "build_dataset",
-    "build_derived_dataset", "save_dataset", "load_preferences", "DatasetWriter",
+    "build_derived_dataset", "save_dataset", "load_preferences", "DatasetWriter", "saved_data_files",
+    "arrow_file_batches", "saved_batches",
 ]
 
 
@@ -186,6 +188,28 @@ class DatasetWriter:
         self.folder.rename(target)
         self.run.file(self.jsonl + ".tmp").replace(self.run.file(self.jsonl))
         return self.rows
+
+
+def saved_data_files(folder: Path) -> list[Path]:
+    """The Arrow files of a `save_to_disk` folder, in order, from its state.json."""
+    state = json.loads((Path(folder) / "state.json").read_text(encoding="utf-8"))
+    return [Path(folder) / entry["filename"] for entry in state.get("_data_files", [])]
+
+
+def arrow_file_batches(file: str | Path) -> Iterator[Any]:
+    """The record batches of one Arrow file in the streaming IPC format (what `save_to_disk` and DatasetWriter
+    write), read with plain reads, not memory-mapped: a pass over a large dataset holds one batch at a time and
+    its resident memory stays flat."""
+    import pyarrow as pa
+
+    with pa.OSFile(str(file)) as source:
+        yield from pa.ipc.open_stream(source)
+
+
+def saved_batches(folder: Path) -> Iterator[Any]:
+    """Every record batch of a `save_to_disk` folder, file after file (see arrow_file_batches)."""
+    for file in saved_data_files(folder):
+        yield from arrow_file_batches(file)
 
 
 def _is_saved_dataset(path: Path) -> bool:

@@ -13,6 +13,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from rlaif.errors import InputError
+from rlaif.store.datasets import saved_batches
 from rlaif.store.runfolder import RowError, check_row, iter_jsonl
 
 __all__ = ["input_format", "iter_input", "count_rows", "FORMATS"]
@@ -61,10 +62,7 @@ def _parquet_batches(path: Path) -> Iterator:
 
 
 def _saved_batches(path: Path) -> Iterator:
-    from datasets import load_from_disk
-
-    dataset = load_from_disk(str(path)).with_format("arrow")  # memory-mapped: rows are read as they are used
-    yield from dataset.iter(batch_size=_BATCH)
+    return saved_batches(path)  # plain reads, one record batch at a time
 
 
 def iter_input(path: str | Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]:
