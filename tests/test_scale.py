@@ -100,3 +100,8 @@ def test_merge_refuses_runs_of_different_judges(tmp_path):
         merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "merged")
     with pytest.raises(InputError, match="not a finished"):
         merge_runs([tmp_path / "a", tmp_path / "nothing"], tmp_path / "merged")
+    # a run folder whose preferences.jsonl no longer matches its dataset cannot be copied row for row
+    lines = (tmp_path / "a" / "preferences.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "a" / "preferences.jsonl").write_text("".join(lines[:-3]))
+    with pytest.raises(InputError, match="fewer rows"):
+        merge_runs([tmp_path / "a"], tmp_path / "merged-2")

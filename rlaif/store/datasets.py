@@ -150,16 +150,29 @@ class DatasetWriter:
     def write(self, rows: list[dict]) -> None:
         import pyarrow as pa
 
+        if not rows:
+            return
         optional: dict[str, Any] = {"rationale": [], "spread": None, "vote_share": None} if "rationale" in self.schema.names else {}
-        while rows:
+        table = pa.Table.from_pylist([{**optional, **row} for row in rows], schema=self.schema)
+        self.write_table(table, [json_line(row) for row in rows])
+
+    def write_table(self, table: Any, lines: list[str]) -> None:
+        """Rows already in Arrow form, with their JSON lines in the same order (rlaif merge copies shards this way,
+        without turning them into Python rows and back)."""
+        if table.num_rows != len(lines):
+            raise ValueError(f"{table.num_rows} rows but {len(lines)} JSON lines")
+        if not table.schema.equals(self.schema):
+            table = table.cast(self.schema)
+        start = 0
+        while start < table.num_rows:
             if self._writer is None or self._in_shard >= self.rows_per_shard:
                 self._next_shard()
-            part, rows = rows[: self.rows_per_shard - self._in_shard], rows[self.rows_per_shard - self._in_shard :]
-            table = pa.Table.from_pylist([{**optional, **row} for row in part], schema=self.schema)
-            self._writer.write_table(table)
-            self._in_shard += len(part)
-            self.rows += len(part)
-            self._lines.writelines(json_line(row) for row in part)
+            n = min(self.rows_per_shard - self._in_shard, table.num_rows - start)
+            self._writer.write_table(table.slice(start, n))
+            self._lines.writelines(lines[start : start + n])
+            self._in_shard += n
+            self.rows += n
+            start += n
 
     def close(self) -> int:
         """Finish the shards and the JSONL, write the dataset's state and info, move both into place."""
