@@ -105,3 +105,6 @@ def test_merge_refuses_runs_of_different_judges(tmp_path):
     (tmp_path / "a" / "preferences.jsonl").write_text("".join(lines[:-3]))
     with pytest.raises(InputError, match="fewer rows"):
         merge_runs([tmp_path / "a"], tmp_path / "merged-2")
+    (tmp_path / "a" / "preferences.jsonl").write_text("".join(lines + lines[:1]))
+    with pytest.raises(InputError, match="more rows"):
+        merge_runs([tmp_path / "a"], tmp_path / "merged-3")

@@ -111,6 +111,13 @@ class BackendStats(BaseModel):
         )
 
 
+def _add_usage(stats: BackendStats, completions: list[Completion]) -> None:
+    """Add the tokens and cost of finished requests to the counters (the caller holds the lock)."""
+    stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+    stats.completion_tokens += sum(c.completion_tokens for c in completions)
+    stats.cost_usd += sum(c.cost_usd for c in completions)
+
+
 def _sum_known(a: float | None, b: float | None) -> float | None:
     """a + b, None only when both are."""
     return None if a is None and b is None else round((a or 0.0) + (b or 0.0), 3)
@@ -164,9 +171,7 @@ class BackendBase:
             s.requests += len(ok)
             s.attempts += len(ok)
             s.succeeded += len(ok)
-            s.prompt_tokens += sum(c.prompt_tokens for c in ok)
-            s.completion_tokens += sum(c.completion_tokens for c in ok)
-            s.cost_usd += sum(c.cost_usd for c in ok)
+            _add_usage(s, ok)
         for completion in completions:
             if completion.error:
                 self._count_request(completion)
@@ -188,9 +193,7 @@ class BackendBase:
                 s.succeeded += 1
                 if server is not None:
                     s.servers[server] = s.servers.get(server, 0) + 1
-            s.prompt_tokens += completion.prompt_tokens
-            s.completion_tokens += completion.completion_tokens
-            s.cost_usd += completion.cost_usd
+            _add_usage(s, [completion])
 
     def _count_retry(self, kind: str) -> None:
         with self._stats_lock:

@@ -41,9 +41,10 @@ def _manifest(folder: Path) -> dict[str, Any]:
 
 
 def _lines(path: Path) -> Iterator[str]:
+    """The non-blank lines of a JSONL file, each ending in a newline (a killed run may have left the last without)."""
     if path.is_file():
         with path.open(encoding="utf-8") as fh:
-            yield from (line for line in fh if line.strip())
+            yield from (line if line.endswith("\n") else line + "\n" for line in fh if line.strip())
 
 
 def _dataset_parts(folder: Path) -> Iterator[tuple[Any, list[str]]]:
@@ -53,11 +54,17 @@ def _dataset_parts(folder: Path) -> Iterator[tuple[Any, list[str]]]:
 
     lines = _lines(folder / "preferences.jsonl")
     for batch in saved_batches(folder / "dataset"):
-        part = [line if line.endswith("\n") else line + "\n" for line in islice(lines, batch.num_rows)]
+        part = list(islice(lines, batch.num_rows))
         if len(part) != batch.num_rows:
-            raise InputError(f"{folder / 'preferences.jsonl'} has fewer rows than {folder / 'dataset'}: the run folder "
-                             "was changed after labeling; label that shard again")
+            raise _disagree(folder, "fewer")
         yield pa.Table.from_batches([batch]), part
+    if next(lines, None) is not None:
+        raise _disagree(folder, "more")
+
+
+def _disagree(folder: Path, how: str) -> InputError:
+    return InputError(f"{folder / 'preferences.jsonl'} has {how} rows than {folder / 'dataset'}: the run folder was "
+                      "changed after labeling; label that shard again")
 
 
 def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:
@@ -130,7 +137,7 @@ def _merge_judgments(folders: list[Path], run: RunFolder) -> int:
                     data = from_json(line)  # pydantic's Rust parser: ~4x json.loads on these lines
                 except ValueError:
                     continue  # a torn line a killed shard left
-                batch.append((data["key"], is_final(data), line if line.endswith("\n") else line + "\n"))
+                batch.append((data["key"], is_final(data), line))
                 if len(batch) >= 4096:
                     index.add_better(batch)
                     batch = []

@@ -162,15 +162,18 @@ class JudgeActor:
         pairs: dict[str, CandidatePair] = {}
         for key, text in zip(batch.column("key").to_pylist(), batch.column("pair").to_pylist()):
             pairs.setdefault(key, CandidatePair.model_validate_json(text))
-        before = self.pool.stats() if self.pool is not None else BackendStats()
+        before = self._stats()
         judgments = self.judge.judge(list(pairs.values())) if pairs else []
-        stats = (self.pool.stats() if self.pool is not None else BackendStats()).since(before)
+        stats = self._stats().since(before)
         return pa.table({
             "key": pa.array([j.key for j in judgments], pa.string()),
             "final": pa.array([j.final for j in judgments], pa.bool_()),
             "line": pa.array([judgment_line(j, keeps_prompt(j, self.keep_prompts)) for j in judgments], pa.string()),
             "stats": pa.array([stats.model_dump_json()] + [None] * (len(judgments) - 1) if judgments else [], pa.string()),
         })
+
+    def _stats(self) -> BackendStats:
+        return self.pool.stats() if self.pool is not None else BackendStats()
 
     def close(self) -> None:
         """Shut the engine down (Ray Data deletes the actor's UDF when the run ends, which calls this)."""
