@@ -99,15 +99,26 @@ def read_model_shape(model_dir: Path) -> ModelShape | None:
         return None
 
 
+def _bytes_of(name: str, config: VLLMBackendConfig, shape: ModelShape | None) -> int:
+    """Bytes per element of a dtype name; `auto` is the engine's dtype, and the saved weights' when that is auto."""
+    if name == "auto":
+        name = config.dtype.lower()
+    if name == "auto":
+        name = str(shape.dtype if shape and shape.dtype else "bfloat16").lower()
+    return _DTYPE_BYTES.get(name.removeprefix("torch."), 2)
+
+
+def _weight_bytes(config: VLLMBackendConfig, shape: ModelShape | None) -> int:
+    """Bytes per weight element: the engine's dtype."""
+    return _bytes_of("auto", config, shape)
+
+
 def _dtype_bytes(config: VLLMBackendConfig, shape: ModelShape | None) -> int:
     """Bytes per KV cache element: kv_cache_dtype from engine_args (fp8: 1), else the engine's dtype."""
     kv = str(config.engine_args.get("kv_cache_dtype", "auto")).lower()
     if kv.startswith("fp8") or kv.startswith("int8"):
         return 1
-    name = kv if kv != "auto" else config.dtype.lower()
-    if name == "auto":
-        name = str(shape.dtype if shape and shape.dtype else "bfloat16").lower()
-    return _DTYPE_BYTES.get(name.removeprefix("torch."), 2)
+    return _bytes_of(kv, config, shape)
 
 
 def kv_bytes_per_token(shape: ModelShape, dtype_bytes: int, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> int:
@@ -327,7 +338,7 @@ class VLLMBackend(BackendBase):
             kv = cache.kv_cache_memory_bytes or plan.bytes
         if weights is None:
             count = _parameter_count(path)
-            weights = count * _dtype_bytes(self.config.model_copy(update={"engine_args": {}}), shape) if count else None
+            weights = count * _weight_bytes(self.config, shape) if count else None
         return EngineMemory(kv_cache_bytes=kv, weights_bytes=weights, plan=plan)
 
     def prompt_ids(self, request: CompletionRequest) -> list[int]:

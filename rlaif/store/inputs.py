@@ -61,17 +61,13 @@ def _parquet_batches(path: Path) -> Iterator:
             raise InputError(f"cannot read {file} as Parquet: {exc}") from exc
 
 
-def _saved_batches(path: Path) -> Iterator:
-    return saved_batches(path)  # plain reads, one record batch at a time
-
-
 def iter_input(path: str | Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]:
     """(row number, record or RowError) for every row of the input, lazily; ids are not checked here."""
     path = Path(path)
     kind = input_format(path)
     if kind == "jsonl":
         return iter_jsonl(path, model)
-    return _table_rows(path, model, _parquet_batches(path) if kind == "parquet" else _saved_batches(path))
+    return _table_rows(path, model, _parquet_batches(path) if kind == "parquet" else saved_batches(path))
 
 
 def count_rows(path: str | Path) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic_core import to_json
-
 from rlaif.records import CandidatePair, Judgment, OrderVerdict
+from rlaif.store.runfolder import json_text
 
 __all__ = ["conversation", "preference_row", "unlabeled_row", "rationales", "PROVENANCE_COLUMNS", "DERIVED_COLUMNS"]
 
@@ -47,7 +46,7 @@ def _verdicts_dict(judgment: Judgment) -> dict:
 def _raw_verdicts(judgment: Judgment) -> str:
     """Verdict-position logprobs, raw output and how each verdict was read, per principle and order (and per
     self-consistency sample and ensemble member), as a JSON string."""
-    return to_json(_verdicts_dict(judgment), inf_nan_mode="constants").decode()
+    return json_text(_verdicts_dict(judgment))
 
 
 def rationales(judgment: Judgment) -> list[dict]:

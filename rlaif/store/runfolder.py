@@ -21,7 +21,7 @@ from rlaif.errors import InputError
 
 __all__ = [
     "RunFolder", "RowError", "check_row", "iter_jsonl", "duplicate_id", "read_rows", "require_usable", "Resumed",
-    "resume_in_batches", "json_line",
+    "resume_in_batches", "json_text", "json_line",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -40,10 +40,15 @@ def _as_dict(record: BaseModel | dict) -> dict:
     return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
 
 
+def json_text(data: Any) -> str:
+    """JSON text (UTF-8, not escaped to ASCII; infinities as JSON's usual -Infinity), encoded by pydantic's Rust
+    encoder: several times faster than `json.dumps` on the rows a bulk run writes."""
+    return to_json(data, inf_nan_mode="constants").decode()
+
+
 def json_line(data: Any) -> str:
-    """One JSON line (UTF-8 text, not escaped to ASCII; infinities as JSON's usual -Infinity), encoded by
-    pydantic's Rust encoder: several times faster than `json.dumps` on the rows a bulk run writes."""
-    return to_json(data, inf_nan_mode="constants").decode() + "\n"
+    """`json_text` as one line of a JSONL file."""
+    return json_text(data) + "\n"
 
 
 def _describe(exc: ValidationError) -> str:
