@@ -15,7 +15,7 @@ export TRL_EXPERIMENTAL_SILENCE = 1
 export TOKENIZERS_PARALLELISM = false
 export VLLM_CONFIGURE_LOGGING ?= 0
 
-.PHONY: install model run loop test test-all lint validate bench clean
+.PHONY: install model run loop serve test test-all lint validate bench clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ run: model
 
 loop: model
 	$(RLAIF) loop --config configs/loop.yaml --out runs/loop
+
+# The service on the embedded judges, on 127.0.0.1:8000 (set RLAIF_API_KEYS=name:KEY to require keys).
+serve: model
+	$(RLAIF) serve --dir runs/service
 
 test: model
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,7 @@
 The package is layered; each folder imports only the folders below it (docs/architecture.md):
 
     cli/        argparse, summaries, exit codes                        (top)
-    (service)   the HTTP API will sit here, beside the CLI, on the stages
+    service/    `rlaif serve`: judging, rewards, bulk jobs, audits and the labeling page over HTTP
     train/      reward model, PPO, DPO, GRPO with the judge as reward, evaluation, the loop
     audit/      gold sets, agreement and calibration metrics, reports, judge hygiene
     stages/     generate, label, score, rank, revise, run: the resumable loops over run folders
@@ -11,6 +11,7 @@ The package is layered; each folder imports only the folders below it (docs/arch
     judging/    templates, verdict reading, pairwise / pointwise / ensemble judges, make_judge
     backends/   the backend protocol: in-process vLLM, OpenAI-compatible, fake; pools
     config/     pydantic config models and their YAML loader
+    client/     a small HTTP client of the service and a TRL reward function that calls it
     records, errors, resources, models: the shared ground floor
 
 Importing `rlaif` is light: the names below are loaded on first use, and torch, vLLM and datasets only

@@ -126,3 +126,15 @@ def vllm_server(tmp_path_factory):
     print(f"\nvLLM server ready on port {port} after {server.start_s:.1f} s (log {log})")
     yield server
     stop()
+
+
+@pytest.fixture(scope="session")
+def real_service(tmp_path_factory):
+    """`rlaif serve` on the embedded judges (one engine), keys alice and bob, on a free loopback port; shared by the
+    service, client and browser tests. Stopped at the end."""
+    from service_support import KEYS, Server
+
+    server = Server(tmp_path_factory.mktemp("service") / "svc", ["smollm2-pairwise", "smollm2-pointwise"], KEYS).start()
+    print(f"\nrlaif serve ready on {server.url} after {server.start_s:.1f} s (log {server.log})")
+    yield server
+    server.stop()

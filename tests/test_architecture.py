@@ -8,9 +8,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rlaif"
 
-# Bottom to top. "core" is the shared modules directly in rlaif/ (records, errors, resources, models).
-# The service (a later issue) goes between train and cli.
-LAYERS = ["core", "config", "backends", "judging", "store", "stages", "audit", "train", "service", "cli"]
+# Bottom to top. "core" is the shared modules directly in rlaif/ (records, errors, resources, models). The client of
+# the service sits just above it (it runs on training machines: no engine, no server code); the service between
+# train and cli.
+LAYERS = ["core", "client", "config", "backends", "judging", "store", "stages", "audit", "train", "service", "cli"]
 
 
 def _module_name(path: Path) -> str:

@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from rlaif.cli import audit, catalogue, labeling, merge, revise, train
+from rlaif.cli import audit, catalogue, labeling, merge, revise, serve, train
 from rlaif.cli.common import Parser, common_options
 
 __all__ = ["main", "build_parser"]
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>", parser_class=Parser)
     shared = common_options()
-    for module in (catalogue, labeling, merge, revise, audit, train):
+    for module in (catalogue, labeling, merge, revise, audit, train, serve):
         module.add_parsers(sub, shared)
     return parser
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Generator
+from typing import Any, Protocol, TypeVar
 
+from rlaif.backends.base import Backend, Completion, CompletionRequest
 from rlaif.records import CandidatePair, Judgment, Message
 
-__all__ = ["PairJudge", "describe"]
+__all__ = ["PairJudge", "Steps", "run_steps", "describe"]
+
+T = TypeVar("T")
+
+Steps = Generator[tuple[Backend, list[CompletionRequest]], list[Completion], T]
+"""A judge's work as steps: it yields (backend, requests) and is sent back the completions, until it returns its
+result. `run_steps` drives it with blocking backend calls; the service drives the same steps without blocking
+(awaiting its engine worker), so the judge logic is written once whoever waits for the engine."""
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Drive a judge's steps with blocking backend calls."""
+    try:
+        backend, requests = next(steps)
+        while True:
+            backend, requests = steps.send(backend.complete(requests))
+    except StopIteration as done:
+        return done.value
 
 
 class PairJudge(Protocol):
@@ -22,6 +41,10 @@ class PairJudge(Protocol):
 
     def judge(self, pairs: list[CandidatePair]) -> list[Judgment]:
         """One judgment per pair, in order: labeled, a tie, or unlabeled with the reason."""
+        ...
+
+    def steps(self, pairs: list[CandidatePair]) -> Steps[list[Judgment]]:
+        """`judge` as steps (see `Steps`): `judge(pairs) == run_steps(steps(pairs))`."""
         ...
 
     def rendered(self, pair: CandidatePair) -> list[list[Message]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlaif.config.judge import EnsembleJudgeConfig
-from rlaif.judging.base import describe
+from rlaif.judging.base import Steps, describe, run_steps
 from rlaif.judging.combining import aggregate_fields, all_agree, settle_tie
 from rlaif.judging.pairwise import PairwiseJudge
 from rlaif.records import CandidatePair, Judgment, Message, content_key
@@ -45,7 +45,13 @@ class EnsembleJudge:
 
     def judge(self, pairs: list[CandidatePair]) -> list[Judgment]:
         """Each member judges the whole batch (one or two backend calls each), then each pair is aggregated."""
-        by_member = [member.judge(pairs) for member in self.members]
+        return run_steps(self.steps(pairs))
+
+    def steps(self, pairs: list[CandidatePair]) -> Steps[list[Judgment]]:
+        """`judge` as steps: each member's steps in turn, each on its own backend."""
+        by_member = []
+        for member in self.members:
+            by_member.append((yield from member.steps(pairs)))
         return [self._judgment(pair, [judged[i] for judged in by_member]) for i, pair in enumerate(pairs)]
 
     def _judgment(self, pair: CandidatePair, members: list[Judgment]) -> Judgment:

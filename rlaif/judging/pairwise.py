@@ -18,7 +18,7 @@ from typing import Any
 from rlaif.backends.base import Backend, CompletionRequest
 from rlaif.config.judge import JudgeConfig, sampling_problem
 from rlaif.errors import ConfigError
-from rlaif.judging.base import describe
+from rlaif.judging.base import Steps, describe, run_steps
 from rlaif.judging.combining import combine_readings, usage
 from rlaif.judging.planning import Reading, first_request, plan_readings, prefill_request
 from rlaif.judging.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
@@ -84,12 +84,16 @@ class PairwiseJudge:
 
     def judge(self, pairs: list[CandidatePair]) -> list[Judgment]:
         """Judge a batch: one backend call for all first requests (and, in reasoning mode, one for all prefills)."""
+        return run_steps(self.steps(pairs))
+
+    def steps(self, pairs: list[CandidatePair]) -> Steps[list[Judgment]]:
+        """`judge` as steps: it yields its backend requests and is sent their completions."""
         readings = plan_readings(self.config, pairs, self.orders, self.principles_for, self.messages)
-        completions = self.backend.complete([first_request(self.config, r.messages, r.seed) for r in readings])
+        completions = yield self.backend, [first_request(self.config, r.messages, r.seed) for r in readings]
         for reading, completion in zip(readings, completions):
             reading.completions.append(completion)
         if self.config.reasoning.enabled:
-            self._read_reasoned(readings)
+            yield from self._read_reasoned(readings)
         else:
             for reading in readings:
                 reading.verdict = read_reply(self.config, reading, reading.completions[0])
@@ -99,7 +103,7 @@ class PairwiseJudge:
             grouped[reading.index].append(reading)
         return [self._judgment(pair, grouped[i]) for i, pair in enumerate(pairs)]
 
-    def _read_reasoned(self, readings: list[Reading]) -> None:
+    def _read_reasoned(self, readings: list[Reading]) -> Steps[None]:
         """Rationales are in; read the written verdicts, then send every prefill request in one backend call."""
         pending: list[tuple[Reading, str]] = []
         for reading in readings:
@@ -111,7 +115,7 @@ class PairwiseJudge:
             else:
                 pending.append((reading, rationale))
         requests = [prefill_request(self.config, r.messages, rationale) for r, rationale in pending]
-        prefills = self.backend.complete(requests) if requests else []
+        prefills = (yield self.backend, requests) if requests else []
         for (reading, rationale), completion in zip(pending, prefills):
             reading.completions.append(completion)
             reading.verdict = read_prefill(self.config, reading, rationale, completion)

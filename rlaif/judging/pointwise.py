@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from rlaif.backends.base import Backend, Completion, CompletionRequest
 from rlaif.config.judge import JudgeConfig
 from rlaif.errors import ConfigError
-from rlaif.judging.base import describe
+from rlaif.judging.base import Steps, describe, run_steps
 from rlaif.judging.combining import usage
 from rlaif.judging.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
 from rlaif.records import JudgeReply, Provenance, Record, Sample, content_key, non_blank
@@ -197,8 +197,12 @@ class PointwiseJudge:
 
     def score(self, items: list[ScoreItem]) -> list[ScoreRecord]:
         """Score a batch with one backend call (so the backend can batch and share the rubric prefix)."""
+        return run_steps(self.score_steps(items))
+
+    def score_steps(self, items: list[ScoreItem]) -> Steps[list[ScoreRecord]]:
+        """`score` as steps (see rlaif.judging.base.Steps)."""
         plan = [(i, p, self.request(item, p)) for i, item in enumerate(items) for p in self.principles_for(item)]
-        completions = self.backend.complete([step[2] for step in plan])
+        completions = yield self.backend, [step[2] for step in plan]
         found: list[list[tuple[PrincipleScore, Completion]]] = [[] for _ in items]
         for (index, principle, request), completion in zip(plan, completions):
             found[index].append((self._principle_score(principle.id, request, completion), completion))
