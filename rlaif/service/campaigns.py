@@ -19,27 +19,24 @@ import html
 import json
 import random
 import secrets
-from collections import defaultdict
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
-from rlaif.audit.gold import GoldItem, majority
 from rlaif.audit.sampling import Candidate, labeled_candidates, select
 from rlaif.errors import InputError
-from rlaif.service.db import ServiceDB, loads, new_id, now, valid_id
+from rlaif.service.campaign_data import ITEMS, campaign_gold, items_path, read_items
+from rlaif.service.db import loads, new_id, now, valid_id
 from rlaif.service.http import api_error, job_slot, owner_of, report_html, service_of, start_audit
-from rlaif.service.paths import audit_folder, batch_folder, campaign_folder
+from rlaif.service.paths import audit_folder, batch_folder
 from rlaif.service.schemas import JUDGE_ENDPOINTS, AuditCreate, CampaignCreate
 from rlaif.service.settings import ServiceSettings
 from rlaif.service.state import Service
 
 __all__ = ["campaign_routes", "campaign_gold"]
 
-ITEMS = "items.jsonl"
 DEFAULT_ANNOTATOR = "anonymous"
 
 
@@ -49,33 +46,6 @@ class LabelChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     choice: Literal["left", "right", "tie"]
     annotator: str = DEFAULT_ANNOTATOR
-
-
-# the stored sample ---------------------------------------------------------------------------------------
-def items_path(settings: ServiceSettings, campaign_id: str) -> Path:
-    """The campaign's sample file; the id is checked first so it can never name a path outside the service directory."""
-    if not valid_id("campaign", campaign_id):
-        raise ValueError(f"not a campaign id: {campaign_id!r}")
-    return campaign_folder(settings, campaign_id) / ITEMS
-
-
-def read_items(settings: ServiceSettings, campaign_id: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in items_path(settings, campaign_id).read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-
-
-def campaign_gold(db: ServiceDB, settings: ServiceSettings, campaign_id: str) -> list[GoldItem]:
-    """The campaign's human labels as gold items (majority over annotators), in the batch's pair order."""
-    by_item: dict[str, list[str]] = defaultdict(list)
-    for row in db.labels(campaign_id):
-        by_item[row["item_id"]].append(row["label"])
-    if not by_item:
-        return []
-    return [GoldItem.model_validate({
-        "id": item["pair_id"], "prompt": item["prompt"], "response_a": item["response_1"], "response_b": item["response_2"],
-        "label": majority(by_item[item["item_id"]]),
-        "annotators": by_item[item["item_id"]] if len(by_item[item["item_id"]]) > 1 else []})
-        for item in read_items(settings, campaign_id) if item["item_id"] in by_item]
 
 
 # drawing the sample --------------------------------------------------------------------------------------

@@ -424,7 +424,7 @@ class JobRunner:
         from rlaif.audit.gold import load_gold
 
         if request.get("campaign_id"):
-            from rlaif.service.campaigns import campaign_gold
+            from rlaif.service.campaign_data import campaign_gold
 
             items = campaign_gold(self.db, self.settings, request["campaign_id"])
             if not items:
