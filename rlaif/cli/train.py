@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from rlaif.cli.common import out_folder, read_input
-from rlaif.errors import InputError
+from rlaif.errors import InputError, RlaifError
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "remote_reward"]
+
+DEFAULT_GRPO_JUDGE = "smollm2-pairwise"
 
 
 def _stage_config(cls, path: str | None):
@@ -42,6 +45,22 @@ def _show(metrics: dict, out: str) -> None:
     print(f"outputs in {out}")
 
 
+def remote_reward(args: argparse.Namespace):
+    """grpo --remote-judge: the service's /v1/reward as the reward function, checked to answer (address, key,
+    a pairwise judge) before anything loads."""
+    from rlaif.client import RemoteJudgeReward
+
+    key = os.environ.get(args.remote_key_env) or None
+    reward = RemoteJudgeReward(args.remote_judge, api_key=key, judge=args.judge, reference=args.reference)
+    try:
+        reward.check()
+    except RlaifError as exc:
+        reward.close()
+        hint = "" if key else f" (no key: ${args.remote_key_env} is not set)"
+        raise InputError(f"--remote-judge {args.remote_judge}: {exc}{hint}") from exc
+    return reward
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rlaif.config import train as C
 
@@ -61,14 +80,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = cfg.model_copy(update={"reward_model": args.reward_model})
         metrics = train_ppo(_prompts(args.prompts), cfg, args.out)
     else:
-        from rlaif.backends import BackendPool
-        from rlaif.judging import make_judge
-        from rlaif.train.judge_reward import JudgeReward, train_grpo
+        from rlaif.train.judge_reward import train_grpo
 
         prompts, cfg = _prompts(args.prompts), _stage_config(C.GRPOStageConfig, args.config)  # checked before the judge loads
-        with BackendPool() as pool:
-            reward = JudgeReward(make_judge(args.judge, pool, "pairwise", "`rlaif train grpo`"), reference=args.reference)
-            metrics = train_grpo(prompts, reward, cfg, args.out)
+        if args.remote_judge:
+            reward = remote_reward(args)  # checked (address, key, judge) before the policy loads
+            try:
+                metrics = train_grpo(prompts, reward, cfg, args.out)
+            finally:
+                reward.close()
+            metrics["remote_judge"] = reward.url
+        else:
+            from rlaif.backends import BackendPool
+            from rlaif.judging import make_judge
+            from rlaif.train.judge_reward import JudgeReward
+
+            with BackendPool() as pool:
+                reward = JudgeReward(make_judge(args.judge or DEFAULT_GRPO_JUDGE, pool, "pairwise", "`rlaif train grpo`"),
+                                     reference=args.reference)
+                metrics = train_grpo(prompts, reward, cfg, args.out)
         metrics["judge_calls"], metrics["judge_unlabeled"] = reward.calls, dict(reward.unlabeled)
     _show(metrics, args.out)
     return 0
@@ -92,7 +122,8 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                        description="rm: TRL RewardTrainer on a preference dataset (filters and soft-label options in the "
                                    "config); ppo: TRL PPO against a reward model; dpo: TRL DPOTrainer straight from the "
                                    "dataset; grpo: TRL GRPOTrainer whose reward is the judge itself (direct RLAIF), pairwise "
-                                   "against a reference response. --config is a YAML of the stage config (rlaif.config.train); "
+                                   "against a reference response (loaded here, or a running `rlaif serve`'s with "
+                                   "--remote-judge URL). --config is a YAML of the stage config (rlaif.config.train); "
                                    "its trainer_args go straight into TRL's own config class.")
     p.add_argument("stage", choices=["rm", "ppo", "dpo", "grpo"])
     p.add_argument("--config", help="stage config YAML (default: the stage's defaults on the embedded model)")
@@ -100,8 +131,14 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                                      "runs/X/preferences (rlaif revise), the run folder itself, or its preferences.jsonl")
     p.add_argument("--prompts", default="sets/instructions-v1.jsonl", help="ppo/grpo: JSONL prompt set (default: %(default)s)")
     p.add_argument("--reward-model", help="ppo: reward model folder (rlaif train rm's OUT/model)")
-    p.add_argument("--judge", default="smollm2-pairwise", help="grpo: judge used as the reward (default: %(default)s)")
+    p.add_argument("--judge", help=f"grpo: judge used as the reward (default: {DEFAULT_GRPO_JUDGE}; with --remote-judge, "
+                                    "a pairwise judge of that service, by default its first)")
     p.add_argument("--reference", default="I don't know.", help="grpo: reference response the judge compares against")
+    p.add_argument("--remote-judge", metavar="URL",
+                   help="grpo: use the judge of a running `rlaif serve` at URL (e.g. http://127.0.0.1:8000) through its "
+                        "/v1/reward instead of loading one here; the training machine needs no engine")
+    p.add_argument("--remote-key-env", metavar="NAME", default="RLAIF_API_KEY",
+                   help="grpo --remote-judge: environment variable holding the service's API key (default: %(default)s)")
     p.add_argument("--out", type=out_folder, required=True, help="output folder (model, metrics.json, log.jsonl)")
     p.set_defaults(func=cmd_train)
 
