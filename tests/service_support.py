@@ -45,8 +45,9 @@ class Server:
     """`rlaif serve` in its own process group; `.url` is http://127.0.0.1:PORT."""
 
     def __init__(self, service_dir: Path, judges: list[str], keys: dict[str, str] | None = None,
-                 extra: list[str] | None = None, port: int | None = None):
+                 extra: list[str] | None = None, port: int | None = None, access_log: bool = True):
         self.service_dir, self.judges, self.keys, self.extra = service_dir, judges, keys, extra or []
+        self.access_log = access_log
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = service_dir.parent / f"{service_dir.name}-server.log"
@@ -58,7 +59,8 @@ class Server:
         if self.keys:
             env["RLAIF_API_KEYS"] = ",".join(f"{n}:{k}" for n, k in self.keys.items())
         command = [sys.executable, "-m", "rlaif.cli.main", "serve", "--dir", str(self.service_dir), "--port", str(self.port),
-                   "--access-log", *[a for j in self.judges for a in ("--judge", j)], *self.extra]
+                   *(["--access-log"] if self.access_log else []), *[a for j in self.judges for a in ("--judge", j)],
+                   *self.extra]
         started = time.monotonic()
         with open(self.log, "ab") as sink:
             self.proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -45,8 +45,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ring = KeyRing(keys)
     service = Service.start(settings, ring)  # engines open before the port does: a bad judge is a one-line error
     try:
+        # No proxy headers: a client's X-Forwarded-For is not trusted (put a proxy in front and log there instead).
         uvicorn.run(create_app(settings, ring, service), host=settings.host, port=settings.port, log_level="warning",
-                    access_log=False, timeout_graceful_shutdown=5)
+                    access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
     finally:
         service.close()
     return 0

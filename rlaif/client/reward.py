@@ -39,7 +39,57 @@ def _category(reason: str) -> str:
     return reason if reason in _OUR_REASONS else "judge could not read a verdict"
 
 
-class RemoteJudgeReward:
+class RewardFunction:
+    """What every judge reward shares (this one over HTTP, rlaif.train.judge_reward's in-process): TRL's reward
+    signature, the reference of each completion (its row's `reference_column` value, which TRL passes as a kwarg,
+    else the fixed `reference`), the local reasons a completion cannot be judged, and the counts of unlabeled ones."""
+
+    def __init__(self, reference: str | None, reference_column: str, name: str):
+        self.reference = reference
+        self.reference_column = reference_column
+        self.__name__ = name  # TRL names each reward function's logged metrics after it
+        self.calls = 0
+        self.unlabeled: Counter[str] = Counter()
+        self.last_reasons: list[str | None] = []
+
+    def _references(self, n: int, kwargs: dict) -> list[Any]:
+        column = kwargs.get(self.reference_column)
+        if column is not None:
+            return list(column)
+        return [self.reference] * n
+
+    def _plan(self, prompts: list, completions: list, kwargs: dict) -> list[tuple[str, str, str] | str]:
+        """For each completion: the (prompt, completion, reference) texts to judge, or why they cannot be judged."""
+        self.calls += 1
+        references = self._references(len(completions), kwargs)
+        if not len(prompts) == len(completions) == len(references):
+            raise ValueError(f"one prompt and one reference per completion: got {len(prompts)} prompts, "
+                             f"{len(completions)} completions, {len(references)} references")
+        return [_texts(p, c, r) for p, c, r in zip(prompts, completions, references)]
+
+    def _finish(self, rewards: list[float | None], reasons: list[str | None], kwargs: dict) -> list[float | None]:
+        self.last_reasons = reasons
+        self.unlabeled.update(_category(r) for r in reasons if r)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and rewards:
+            log_metric(f"{self.__name__}/unlabeled_frac", sum(r is None for r in rewards) / len(rewards))
+        return rewards
+
+
+def _texts(prompt: Any, completion: Any, reference: Any) -> tuple[str, str, str] | str:
+    text = text_of(completion, role="assistant")
+    ref = None if reference is None else text_of(reference, role="assistant")
+    question = text_of(prompt, role="user")
+    if not text.strip():
+        return "empty completion"
+    if ref is None or not ref.strip():
+        return "no reference response"
+    if not question.strip():
+        return "empty prompt"
+    return question, text, ref
+
+
+class RemoteJudgeReward(RewardFunction):
     """Callable with TRL's reward signature: `(prompts, completions, **kwargs) -> list[float | None]`.
 
     `service` is the service's URL (a `Client` is built with `api_key` or the RLAIF_API_KEY variable, and
@@ -56,13 +106,8 @@ class RemoteJudgeReward:
         self._own = self._client is None
         self.url = (service if isinstance(service, str) else service.base_url).rstrip("/")
         self._client_args = {"api_key": api_key, **client_options}
+        super().__init__(reference, reference_column, name)
         self.judge = judge
-        self.reference = reference
-        self.reference_column = reference_column
-        self.__name__ = name  # TRL names each reward function's logged metrics after it
-        self.calls = 0
-        self.unlabeled: Counter[str] = Counter()
-        self.last_reasons: list[str | None] = []
         self.last_judge: str | None = None
 
     @property
@@ -98,32 +143,8 @@ class RemoteJudgeReward:
             raise ServiceError(None, f"{self.url} has no {wanted}; its judges: {have}", code="judge_not_found")
         return chosen[0]
 
-    def _references(self, n: int, kwargs: dict) -> list[Any]:
-        column = kwargs.get(self.reference_column)
-        if column is not None:
-            return list(column)
-        return [self.reference] * n
-
-    def _plan(self, prompt: Any, completion: Any, reference: Any) -> tuple[str, str, str] | str:
-        """(prompt, completion, reference) texts to judge, or the reason they cannot be judged."""
-        text = text_of(completion, role="assistant")
-        ref = None if reference is None else text_of(reference, role="assistant")
-        question = text_of(prompt, role="user")
-        if not text.strip():
-            return "empty completion"
-        if ref is None or not ref.strip():
-            return "no reference response"
-        if not question.strip():
-            return "empty prompt"
-        return question, text, ref
-
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
-        self.calls += 1
-        references = self._references(len(completions), kwargs)
-        if not len(prompts) == len(completions) == len(references):
-            raise ValueError(f"one prompt and one reference per completion: got {len(prompts)} prompts, "
-                             f"{len(completions)} completions, {len(references)} references")
-        planned = [self._plan(p, c, r) for p, c, r in zip(prompts, completions, references)]
+        planned = self._plan(prompts, completions, kwargs)
         todo = [p for p in planned if isinstance(p, tuple)]
         rewards: list[float | None] = []
         reasons: list[str | None] = []
@@ -141,9 +162,4 @@ class RemoteJudgeReward:
             value, reason = next(judged)
             rewards.append(None if value is None else float(value))
             reasons.append(None if value is not None else (reason or "unlabeled"))
-        self.last_reasons = reasons
-        self.unlabeled.update(_category(r) for r in reasons if r)
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric) and rewards:
-            log_metric(f"{self.__name__}/unlabeled_frac", sum(r is None for r in rewards) / len(rewards))
-        return rewards
+        return self._finish(rewards, reasons, kwargs)

@@ -38,20 +38,37 @@ class JobCancelled(Exception):
 @dataclass
 class _Ticket:
     requests: list[CompletionRequest]
-    finished: Callable[[_Ticket], None]
-    """Called (in the worker thread) once the results or the error are in."""
+    event: threading.Event | None = None
+    """A blocking caller waits on this."""
+    future: asyncio.Future | None = None
+    """An async caller awaits this (settled on its loop, all of one engine call's at once)."""
     done_count: int = 0
     results: list[Completion] = field(default_factory=list)
     error: BaseException | None = None
 
 
-def _settle(future: asyncio.Future, ticket: _Ticket) -> None:
-    if future.cancelled():
-        return
-    if ticket.error is not None:
-        future.set_exception(ticket.error)
-    else:
-        future.set_result(ticket.results)
+def _settle(tickets: list[_Ticket]) -> None:
+    """On the event loop: hand one engine call's results to the coroutines awaiting them."""
+    for ticket in tickets:
+        future = ticket.future
+        if future is None or future.cancelled():
+            continue
+        if ticket.error is not None:
+            future.set_exception(ticket.error)
+        else:
+            future.set_result(ticket.results)
+
+
+def _finish(tickets: list[_Ticket]) -> None:
+    """Wake the callers of finished tickets: blocking ones each, async ones with one call per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Ticket]] = {}
+    for ticket in tickets:
+        if ticket.event is not None:
+            ticket.event.set()
+        elif ticket.future is not None:
+            by_loop.setdefault(ticket.future.get_loop(), []).append(ticket)
+    for loop, waiting in by_loop.items():
+        loop.call_soon_threadsafe(_settle, waiting)
 
 
 class EngineWorker:
@@ -80,7 +97,7 @@ class EngineWorker:
         if not requests:
             return []
         event = threading.Event()
-        ticket = _Ticket(list(requests), lambda _: event.set())
+        ticket = _Ticket(list(requests), event=event)
         self._enqueue(ticket, bulk)
         event.wait()
         if ticket.error is not None:
@@ -91,12 +108,8 @@ class EngineWorker:
         """Queue synchronous requests and await their completions without holding a thread."""
         if not requests:
             return []
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        def finished(ticket: _Ticket) -> None:
-            loop.call_soon_threadsafe(_settle, future, ticket)
-
-        self._enqueue(_Ticket(list(requests), finished), bulk=False)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._enqueue(_Ticket(list(requests), future=future), bulk=False)
         return await future
 
     def _enqueue(self, ticket: _Ticket, bulk: bool) -> None:
@@ -156,19 +169,21 @@ class EngineWorker:
             self.calls += 1
             self.batched_requests += len(requests)
             offset = 0
+            finished = []
             for ticket, start, end in work:
                 if error is not None:
                     ticket.error = error
                     with self._cond:
                         if ticket in self._bulk:
                             self._bulk.remove(ticket)
-                    ticket.finished(ticket)
+                    finished.append(ticket)
                     continue
                 ticket.results.extend(results[offset: offset + end - start])
                 offset += end - start
                 ticket.done_count = end
                 if end == len(ticket.requests):
-                    ticket.finished(ticket)
+                    finished.append(ticket)
+            _finish(finished)
 
     def close(self) -> None:
         with self._cond:

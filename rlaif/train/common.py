@@ -22,7 +22,6 @@ __all__ = [
     "jsonl_callback",
     "write_json",
     "prompt_messages",
-    "message_text",
     "encode_prompt",
     "encode_response",
     "finite",
@@ -129,14 +128,6 @@ def prompt_messages(prompt: Any, system_prompt: str | None = None) -> list[dict]
     if system_prompt and not (messages and messages[0]["role"] == "system"):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
-
-
-def message_text(value: Any, role: str | None = None) -> str:
-    """The text of a plain string, or of the last message (of `role`, if given) in a conversation."""
-    if isinstance(value, str):
-        return value
-    messages = [m for m in value if role is None or m["role"] == role] or list(value)
-    return messages[-1]["content"] if messages else ""
 
 
 def encode_prompt(tokenizer, prompt: Any) -> list[int]:

@@ -10,10 +10,9 @@ leaves that completion out of the group baseline.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from rlaif.client.reward import RewardFunction
 from rlaif.config.train import GRPOStageConfig
 from rlaif.judging.base import PairJudge
 from rlaif.records import CandidatePair, content_key
@@ -23,7 +22,6 @@ from rlaif.train.common import (
     import_grpo,
     jsonl_callback,
     load_tokenizer,
-    message_text,
     prompt_messages,
     resolve,
     trl_args,
@@ -33,7 +31,7 @@ from rlaif.train.common import (
 __all__ = ["JudgeReward", "train_grpo"]
 
 
-class JudgeReward:
+class JudgeReward(RewardFunction):
     """Callable with TRL's reward signature: `(prompts, completions, **kwargs) -> list[float | None]`.
 
     The reference is the `reference_column` dataset column (TRL passes columns as kwargs, one value per
@@ -42,38 +40,14 @@ class JudgeReward:
 
     def __init__(self, judge: PairJudge, reference: str | None = None, reference_column: str = "reference",
                  name: str = "judge_reward"):
+        super().__init__(reference, reference_column, name)
         self.judge = judge
-        self.reference = reference
-        self.reference_column = reference_column
-        self.__name__ = name  # TRL names each reward function's logged metrics after it
-        self.calls = 0
-        self.unlabeled: Counter[str] = Counter()
-        self.last_reasons: list[str | None] = []
-
-    def _references(self, n: int, kwargs: dict) -> list[Any]:
-        column = kwargs.get(self.reference_column)
-        if column is not None:
-            return list(column)
-        return [self.reference] * n
-
-    def _pair(self, index: int, prompt: Any, completion: Any, reference: Any) -> CandidatePair | str:
-        """The pair to judge, or the reason it cannot be judged."""
-        text = message_text(completion, role="assistant")
-        ref = None if reference is None else message_text(reference, role="assistant")
-        question = message_text(prompt, role="user")
-        if not text.strip():
-            return "empty completion"
-        if ref is None or not ref.strip():
-            return "no reference response"
-        if not question.strip():
-            return "empty prompt"
-        return CandidatePair(id=f"reward-{index}-{content_key(question, text, ref)}", prompt=question,
-                             response_1=text, response_2=ref)
 
     def __call__(self, prompts: list, completions: list, **kwargs) -> list[float | None]:
-        self.calls += 1
-        planned = [self._pair(i, p, c, r) for i, (p, c, r)
-                   in enumerate(zip(prompts, completions, self._references(len(completions), kwargs)))]
+        planned = [texts if isinstance(texts, str) else
+                   CandidatePair(id=f"reward-{i}-{content_key(*texts)}", prompt=texts[0], response_1=texts[1],
+                                 response_2=texts[2])
+                   for i, texts in enumerate(self._plan(prompts, completions, kwargs))]
         pairs = [p for p in planned if isinstance(p, CandidatePair)]
         judged = iter(self.judge.judge(pairs)) if pairs else iter(())
         rewards: list[float | None] = []
@@ -86,19 +60,7 @@ class JudgeReward:
             judgment = next(judged)
             rewards.append(judgment.outcome)
             reasons.append(None if judgment.outcome is not None else (judgment.reason or "unlabeled"))
-        self.last_reasons = reasons
-        self.unlabeled.update(_category(r) for r in reasons if r)
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric) and rewards:
-            log_metric(f"{self.__name__}/unlabeled_frac", sum(r is None for r in rewards) / len(rewards))
-        return rewards
-
-
-def _category(reason: str) -> str:
-    """A short bucket for counting: our own reasons as they are, the judge's grouped."""
-    if reason in ("empty completion", "no reference response", "empty prompt"):
-        return reason
-    return "judge could not read a verdict"
+        return self._finish(rewards, reasons, kwargs)
 
 
 def _grpo_dataset(prompts: list, system_prompt: str | None):
