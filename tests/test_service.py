@@ -455,3 +455,22 @@ def test_sigkill_mid_batch_then_restart_finishes_with_no_label_lost_or_doubled(t
     rows = [json.loads(line)["pair_id"] for line in (judgments.parent / "preferences.jsonl").open()]
     assert len(rows) == len(set(rows)) == done.request_counts.completed
     assert "killed" not in server.tail()
+
+
+def test_openrlhf_get_reward_shape_on_the_fake_judge(fake_server):
+    prompt = "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"
+    status, reply, _ = fake_server.request("POST", "/get_reward", {
+        "query": [prompt + "4<|im_end|>", prompt + "5<|im_end|>", prompt + "<|im_end|>"], "prompts": [prompt] * 3,
+        "labels": ["5", None, "4"]})
+    assert status == 200, reply
+    assert reply["judge"] == "fake-pairwise", "one reference given: every row is judged pairwise, none pointwise"
+    assert 0 <= reply["rewards"][0] <= 1 and reply["reasons"][0] is None
+    assert reply["rewards"][1] is None and reply["reasons"][1] == "no reference response"
+    assert reply["rewards"][2] is None and reply["reasons"][2] == "empty completion", "end-of-turn tokens are cut"
+    assert reply["scores"] == reply["rewards"]
+    status, plain, _ = fake_server.request("POST", "/get_reward", {"query": [prompt + "4"], "prompts": [prompt]})
+    assert status == 200 and plain["judge"] == "fake-pointwise"
+    status, bad, _ = fake_server.request("POST", "/get_reward", {"query": ["abc"], "prompts": ["xyz"]})
+    assert status == 422 and bad["error"]["code"] == "query_prompt_mismatch"
+    status, bad, _ = fake_server.request("POST", "/get_reward", {"query": ["abc"]})
+    assert status == 422 and bad["error"]["code"] == "prompts_required"

@@ -4,6 +4,7 @@ a key sees only its own files, batches, audits and campaigns (404 for anyone els
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,9 @@ from rlaif.service.state import Service
 __all__ = ["create_app"]
 
 B = TypeVar("B", bound=BaseModel)
+
+_END_OF_TURN = re.compile(r"(?:\s*(?:<\|[A-Za-z0-9_]+\|>|</s>|<eos>))+\s*$")
+"""Special tokens that end a turn, left on a response that OpenRLHF decoded with skip_special_tokens=False."""
 
 log = logging.getLogger("rlaif.service")
 access = logging.getLogger("rlaif.service.access")
@@ -321,9 +325,14 @@ def create_app(settings: ServiceSettings, keys: KeyRing, service: Service | None
         for query, prompt in zip(body.query, body.prompts):
             if not query.startswith(prompt):
                 raise api_error(422, "each query must start with its prompt", "query_prompt_mismatch")
-            completions.append(query[len(prompt):])
+            completions.append(_END_OF_TURN.sub("", query[len(prompt):]))
         labels = body.labels
-        references = [str(x) for x in labels] if labels and all(isinstance(x, str) and x.strip() for x in labels) else None
+        # Any reference given makes this a pairwise reward for every row (a row without one gets null and the reason),
+        # so the kind of reward never changes from row to row with the data.
+        given = labels is not None and any(isinstance(x, str) and x.strip() for x in labels)
+        if given and len(labels or []) != len(body.query):
+            raise api_error(422, "send one label (reference response) per query", "length_mismatch")
+        references = [x if isinstance(x, str) else "" for x in labels or []] if given else None
         reply = _rewards(service_of(request), None, list(body.prompts), completions, references)
         return {"rewards": reply.rewards, "scores": reply.rewards, "reasons": reply.reasons, "judge": reply.judge}
 
