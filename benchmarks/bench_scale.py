@@ -54,7 +54,7 @@ def write_pairs(path: Path, n: int, seed: int = 0) -> None:
 
 
 def label_command(pairs: Path, out: Path, judge: Path, batch_size: int) -> list[str]:
-    return [sys.executable, "-m", "rlaif.cli.main", "label", "--pairs", str(pairs), "--judge", str(judge), "--out",
+    return [sys.executable, "-m", "rlaif.cli", "label", "--pairs", str(pairs), "--judge", str(judge), "--out",
             str(out), "--batch-size", str(batch_size), "--quiet"]
 
 
@@ -104,7 +104,7 @@ def run_shards(pairs: Path, work: Path, judge: Path, n: int, shards: int, batch_
     counts = [json.loads((out / "manifest.json").read_text())["counts"] for out in outs]
     started = time.perf_counter()
     merged = work / "merged"
-    done = subprocess.run([sys.executable, "-m", "rlaif.cli.main", "merge", *map(str, outs), "--out", str(merged),
+    done = subprocess.run([sys.executable, "-m", "rlaif.cli", "merge", *map(str, outs), "--out", str(merged),
                            "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode:
         sys.exit(f"rlaif merge failed ({done.returncode}):\n{done.stderr[-3000:]}")

@@ -421,7 +421,7 @@ def serve_phase(args: argparse.Namespace, judge: str, seconds: float, work: Path
 def bulk_phase(args: argparse.Namespace, work: Path) -> dict:
     pairs, out = work / "bulk-pairs.jsonl", work / "bulk-run"
     write_pairs(pairs, args.bulk_pairs)
-    command = [sys.executable, "-m", "rlaif.cli.main", "label", "--pairs", str(pairs), "--judge", args.judge, "--out", str(out),
+    command = [sys.executable, "-m", "rlaif.cli", "label", "--pairs", str(pairs), "--judge", args.judge, "--out", str(out),
                "--quiet"]
     print(f"[bulk] rlaif label on {args.bulk_pairs} pairs ...", file=sys.stderr, flush=True)
     started = time.perf_counter()

@@ -58,7 +58,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if k != "RLAIF_API_KEYS"}
         if self.keys:
             env["RLAIF_API_KEYS"] = ",".join(f"{n}:{k}" for n, k in self.keys.items())
-        command = [sys.executable, "-m", "rlaif.cli.main", "serve", "--dir", str(self.service_dir), "--port", str(self.port),
+        command = [sys.executable, "-m", "rlaif.cli", "serve", "--dir", str(self.service_dir), "--port", str(self.port),
                    *(["--access-log"] if self.access_log else []), *[a for j in self.judges for a in ("--judge", j)],
                    *self.extra]
         started = time.monotonic()

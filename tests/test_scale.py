@@ -21,7 +21,7 @@ from bench_scale import JUDGE, write_pairs  # noqa: E402
 
 
 def _label(tmp_path: Path, pairs: Path, out: str, *extra: str) -> dict:
-    command = [sys.executable, "-m", "rlaif.cli.main", "label", "--pairs", str(pairs), "--judge",
+    command = [sys.executable, "-m", "rlaif.cli", "label", "--pairs", str(pairs), "--judge",
                str(tmp_path / "judge.yaml"), "--out", str(tmp_path / out), "--quiet", *extra]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -90,7 +90,7 @@ def test_auth_matrix(fake_server):
 
 def test_non_loopback_bind_without_keys_is_refused(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if k != "RLAIF_API_KEYS"}
-    done = subprocess.run([sys.executable, "-m", "rlaif.cli.main", "serve", "--host", "0.0.0.0", "--dir", str(tmp_path / "s")],
+    done = subprocess.run([sys.executable, "-m", "rlaif.cli", "serve", "--host", "0.0.0.0", "--dir", str(tmp_path / "s")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "without API keys" in done.stderr and "RLAIF_API_KEYS" in done.stderr
 
@@ -474,3 +474,43 @@ def test_openrlhf_get_reward_shape_on_the_fake_judge(fake_server):
     assert status == 422 and bad["error"]["code"] == "query_prompt_mismatch"
     status, bad, _ = fake_server.request("POST", "/get_reward", {"query": ["abc"]})
     assert status == 422 and bad["error"]["code"] == "prompts_required"
+
+
+def test_clients_split_into_two_groups_are_merged_into_one_engine_call():
+    """Two equal groups of clients in step, each sending while the other's call runs, would alternate between two
+    half-size calls forever; after a long call the worker waits a moment for the clients it just answered."""
+    from rlaif.backends import Choice, Completion, CompletionRequest, FakeBackend
+    from rlaif.records import Message
+    from rlaif.service.engines import EngineWorker
+
+    sizes: list[int] = []
+    call_started = threading.Semaphore(0)
+
+    class Slow(FakeBackend):
+        def complete(self, requests):
+            sizes.append(len(requests))
+            call_started.release()
+            time.sleep(0.3)
+            return super().complete(requests)
+
+    worker = EngineWorker(Slow(lambda r: Completion(choices=[Choice(text="A")])), max_requests=64)
+
+    def ask(i: int, times: int) -> None:
+        for _ in range(times):
+            worker.submit([CompletionRequest(messages=[Message(role="user", content=f"c{i}")])], bulk=False)
+
+    blocker = threading.Thread(target=ask, args=(-1, 1))
+    group_a = [threading.Thread(target=ask, args=(i, 6)) for i in range(4)]
+    group_b = [threading.Thread(target=ask, args=(i, 6)) for i in range(4, 8)]
+    blocker.start()
+    assert call_started.acquire(timeout=10)
+    for t in group_a:  # queued behind the blocker's call
+        t.start()
+    assert call_started.acquire(timeout=10)
+    for t in group_b:  # queued behind group A's call
+        t.start()
+    for t in [blocker, *group_a, *group_b]:
+        t.join(timeout=60)
+    worker.close()
+    assert sizes[:2] == [1, 4], sizes
+    assert 8 in sizes, f"the two groups never met in one call: {sizes}"

@@ -83,7 +83,8 @@ class EngineWorker:
         self.calls = 0
         self.batched_requests = 0
         self._last_call_s = 0.0
-        self._last_sync = 0
+        self._recent_sync: deque[int] = deque(maxlen=2)
+        """Sizes of the last two synchronous calls: clients split into two groups alternate between them."""
         self._thread = threading.Thread(target=self._loop, name=f"engine-{backend.name}", daemon=True)
         self._thread.start()
 
@@ -120,10 +121,12 @@ class EngineWorker:
             self._cond.notify()
 
     def _gather(self) -> None:
-        """After a long call, wait briefly for as many sync requests as the last call had (the caller holds the lock)."""
+        """After a long call, wait briefly for as many sync requests as the last two calls had together (the caller
+        holds the lock): clients that split into two groups, each sending while the other's call runs, are merged."""
         window = min(0.05, 0.1 * self._last_call_s)
         deadline = time.monotonic() + window
-        while self._sync and sum(len(t.requests) for t in self._sync) < self._last_sync and not self._closed:
+        wanted = min(sum(self._recent_sync), self.max_requests)
+        while self._sync and sum(len(t.requests) for t in self._sync) < wanted and not self._closed:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -165,7 +168,7 @@ class EngineWorker:
                 results, error = [], exc
             self._last_call_s = time.monotonic() - started
             if sync:
-                self._last_sync = len(requests)
+                self._recent_sync.append(len(requests))
             self.calls += 1
             self.batched_requests += len(requests)
             offset = 0
