@@ -23,8 +23,10 @@ import secrets
 import threading
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -57,18 +59,16 @@ REQUESTS, PAIRS, OUTPUT, ERRORS = "requests.jsonl", "pairs.jsonl", "output.jsonl
 _DATASET_PARQUET = "dataset.parquet"
 
 
-def _atomic_lines(path: Path, lines: Iterator[str]) -> int:
-    """Write lines to a temporary file and move it into place: a killed writer leaves no half file behind."""
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[IO[str]]:
+    """A text file written under a temporary name and moved into place when complete: a killed writer leaves no
+    half file behind (the step is redone on restart)."""
     tmp = path.with_name(path.name + ".tmp")
-    count = 0
     with tmp.open("w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(line)
-            count += 1
+        yield fh
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
-    return count
 
 
 def _line_id() -> str:
@@ -183,10 +183,10 @@ class JobRunner:
         """requests.jsonl (one entry per input line) and pairs.jsonl (the valid lines' pairs or items)."""
         source = self.files.path(batch["input_file_id"])
         request_model = PairwiseRequest if pairwise else PointwiseRequest
-        judge, seen = batch["judge"], set[str]()
-        entries, records = [], []
+        judge, seen = batch["judge"], set[str]()  # the custom ids: the one thing kept per line (a 1M-line batch: ~70 MB)
         total = valid = 0
-        with source.open(encoding="utf-8", errors="replace") as fh:
+        with source.open(encoding="utf-8", errors="replace") as fh, _atomic_file(folder / PAIRS) as pairs, \
+                _atomic_file(folder / REQUESTS) as requests:
             for number, text in enumerate(fh, start=1):
                 if not text.strip():
                     continue
@@ -195,10 +195,8 @@ class JobRunner:
                 if "error" not in entry:
                     entry["entry"] = valid
                     valid += 1
-                    records.extend(found)
-                entries.append(json.dumps(entry, ensure_ascii=False) + "\n")
-        _atomic_lines(folder / PAIRS, (json_line(r) for r in records))
-        _atomic_lines(folder / REQUESTS, iter(entries))
+                    pairs.writelines(json_line(r) for r in found)
+                requests.write(json.dumps(entry, ensure_ascii=False) + "\n")
         return total, valid, total - valid
 
     def _check_line(self, number: int, text: str, endpoint: str, model: Any, judge: str,
@@ -286,77 +284,78 @@ class JobRunner:
                                                               "reused": result.reused}))
 
     def _finalize(self, batch: dict, folder: Path, pairwise: bool, status: str) -> None:
-        """output.jsonl and errors.jsonl from the run folder (lines whose work is not done are left out)."""
+        """output.jsonl and errors.jsonl from the run folder, streamed a thousand request lines at a time (lines whose
+        work is not done, in a cancelled batch, are in neither file)."""
         batch = self.db.get("batches", batch["id"]) or batch  # the file ids of an earlier, interrupted finalize
-        entries = [json.loads(line) for line in (folder / REQUESTS).open(encoding="utf-8")] \
-            if (folder / REQUESTS).is_file() else []
-        found = self._found(batch, folder, pairwise)
         judge = batch["judge"]
-        out_lines: list[str] = []
-        err_lines: list[str] = []
         completed = failed = 0
-        for entry in entries:
-            if "error" in entry:
-                failed += 1
-                err_lines.append(json.dumps({"id": _line_id(), "custom_id": entry["custom_id"], "response": {
-                    "status_code": 400, "request_id": _line_id(), "body": None},
-                    "error": {"code": "invalid_request", "message": entry["error"], "line": entry["line"]}},
-                    ensure_ascii=False) + "\n")
-                continue
-            results = [found.get(pid) for pid in entry["ids"]]
-            if any(r is None for r in results):
-                continue  # not judged (a cancelled batch): in neither file
-            line, missing = _reply_line(entry, results, pairwise, judge)
-            (err_lines if missing else out_lines).append(json.dumps(line, ensure_ascii=False) + "\n")
-            if missing:
-                failed += 1
-            else:
-                completed += 1
-        _atomic_lines(folder / OUTPUT, iter(out_lines))
-        _atomic_lines(folder / ERRORS, iter(err_lines))
+        with _atomic_file(folder / OUTPUT) as out, _atomic_file(folder / ERRORS) as err:
+            for entries, found in self._answered(batch, folder, pairwise):
+                for entry in entries:
+                    if "error" in entry:
+                        failed += 1
+                        err.write(json.dumps({"id": _line_id(), "custom_id": entry["custom_id"], "response": {
+                            "status_code": 400, "request_id": _line_id(), "body": None}, "error": {
+                            "code": "invalid_request", "message": entry["error"], "line": entry["line"]}},
+                            ensure_ascii=False) + "\n")
+                        continue
+                    results = [found.get(pid) for pid in entry["ids"]]
+                    if any(r is None for r in results):
+                        continue
+                    line, missing = _reply_line(entry, results, pairwise, judge)
+                    (err if missing else out).write(json.dumps(line, ensure_ascii=False) + "\n")
+                    failed += bool(missing)
+                    completed += not missing
         if pairwise and (folder / "dataset").is_dir():
             self._parquet(folder)
         fields: dict[str, Any] = {"completed": completed, "failed": failed}
-        if out_lines:
-            fields["output_file_id"] = self.files.register(batch["owner"], "batch_output", f"{batch['id']}_output.jsonl",
-                                                           folder / OUTPUT, file_id=batch.get("output_file_id"))
-        if err_lines:
-            fields["error_file_id"] = self.files.register(batch["owner"], "batch_output", f"{batch['id']}_errors.jsonl",
-                                                          folder / ERRORS, file_id=batch.get("error_file_id"))
+        for field, name, path in (("output_file_id", "output", folder / OUTPUT), ("error_file_id", "errors", folder / ERRORS)):
+            if path.stat().st_size:
+                fields[field] = self.files.register(batch["owner"], "batch_output", f"{batch['id']}_{name}.jsonl", path,
+                                                    file_id=batch.get(field))
         self.db.update("batches", batch["id"], **fields)
         if status != "failed":
             self.db.set_status("batches", batch["id"], status)
         self.on_labels("bulk", completed)
 
-    def _found(self, batch: dict, folder: Path, pairwise: bool) -> dict[str, Any]:
-        """pair (or item) id -> its result, for every pair the run folder has a judgment for."""
+    def _answered(self, batch: dict, folder: Path, pairwise: bool, size: int = 1000) -> Iterator[tuple[list[dict], dict]]:
+        """(request lines, pair or item id -> its result) a chunk of lines at a time: memory stays flat whatever the
+        size of the batch (pointwise batches, scored in memory, read their scores once)."""
         from rlaif.judging.factory import make_judge
 
-        if not (folder / PAIRS).is_file():
-            return {}
+        if not (folder / REQUESTS).is_file():
+            return
         spec, backends = self.catalogue.specs[batch["judge"]], self.engines.backends(bulk=True)
         judge: Any = make_judge(spec, backends, "pairwise") if pairwise else make_judge(spec, backends, "pointwise")
-        found: dict[str, Any] = {}
-        if pairwise:
-            if not (folder / JUDGMENTS).is_file():
-                return {}
-            with JudgmentIndex(folder / JUDGMENTS) as index:
-                pairs = [p for _, p in iter_input(folder / PAIRS, CandidatePair) if isinstance(p, CandidatePair)]
-                for start in range(0, len(pairs), 1000):
-                    chunk = pairs[start: start + 1000]
-                    keys = {p.id: judge.key(p) for p in chunk}
-                    known = index.lookup(list(set(keys.values())))
-                    for pair in chunk:
-                        hit = known.get(keys[pair.id])
-                        if hit is not None:
-                            found[pair.id] = pair_result(pair.id, index.read(hit[0]))
-            return found
-        records = {r.key: r for r in RunFolder(folder).read("scores.jsonl", ScoreRecord)} \
-            if (folder / "scores.jsonl").is_file() else {}
-        for _, item in iter_input(folder / PAIRS, ScoreItem):
-            if isinstance(item, ScoreItem) and judge.key(item) in records:
-                found[item.id] = item_result(item.id, records[judge.key(item)])
-        return found
+        model = CandidatePair if pairwise else ScoreItem
+        records = self._scores(folder) if not pairwise else {}
+        index = JudgmentIndex(folder / JUDGMENTS) if pairwise and (folder / JUDGMENTS).is_file() else None
+        pairs = (p for _, p in iter_input(folder / PAIRS, model)) if (folder / PAIRS).is_file() else iter(())
+        try:
+            with (folder / REQUESTS).open(encoding="utf-8") as lines:
+                while entries := [json.loads(line) for line in islice(lines, size)]:
+                    wanted = sum(len(e["ids"]) for e in entries if "error" not in e)
+                    chunk = [p for p in islice(pairs, wanted) if isinstance(p, model)]
+                    yield entries, self._results(chunk, judge, index, records, pairwise)
+        finally:
+            if index is not None:
+                index.close()
+
+    @staticmethod
+    def _results(chunk: list, judge: Any, index: JudgmentIndex | None, records: dict, pairwise: bool) -> dict[str, Any]:
+        if not pairwise:
+            return {item.id: item_result(item.id, records[judge.key(item)]) for item in chunk if judge.key(item) in records}
+        if index is None:
+            return {}
+        keys = {pair.id: judge.key(pair) for pair in chunk}
+        known = index.lookup(list(set(keys.values())))
+        return {pair_id: pair_result(pair_id, index.read(known[key][0])) for pair_id, key in keys.items() if key in known}
+
+    @staticmethod
+    def _scores(folder: Path) -> dict[str, ScoreRecord]:
+        """The latest score record per key of a pointwise batch."""
+        path = folder / "scores.jsonl"
+        return {r.key: r for r in RunFolder(folder).read("scores.jsonl", ScoreRecord)} if path.is_file() else {}
 
     @staticmethod
     def _parquet(folder: Path) -> None:
