@@ -97,6 +97,7 @@ class JobRunner:
                  on_labels: Any = None):
         self.settings, self.db, self.engines, self.catalogue, self.files = settings, db, engines, catalogue, files
         self.on_labels = on_labels or (lambda outcome, n: None)
+        """Called with (outcome, pairs) when a batch's label stage ends: the labels metric."""
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="rlaif-jobs", daemon=True)
@@ -193,9 +194,10 @@ class JobRunner:
                 total += 1
                 entry, found = self._check_line(number, text, batch["endpoint"], request_model, judge, seen)
                 if "error" not in entry:
-                    entry["entry"] = valid
+                    entry["entry"] = valid  # each pair carries its line's index (progress counts in lines)
+                    pairs.writelines(json_line(r.model_copy(update={"source": {"entry": valid}})
+                                               if isinstance(r, CandidatePair) else r) for r in found)
                     valid += 1
-                    pairs.writelines(json_line(r) for r in found)
                 requests.write(json.dumps(entry, ensure_ascii=False) + "\n")
         return total, valid, total - valid
 
@@ -252,26 +254,13 @@ class JobRunner:
 
     def _label(self, batch: dict, folder: Path, backends: Any) -> None:
         run = RunFolder(folder)
-        stream = self._progress(batch["id"], self._with_entries(folder))
+        stream = self._progress(batch["id"], iter_input(folder / PAIRS, CandidatePair))
         summary = label_stage(stream, self.catalogue.specs[batch["judge"]], backends, run, self.settings.batch_size, progress=False,
                               extra_manifest={"batch_id": batch["id"], "input_file_id": batch["input_file_id"]},
                               source=f"batch {batch['id']}")
         self.db.update("batches", batch["id"], summary=dumps({k: v for k, v in summary.items() if k != "backend_stats"}))
-
-    def _with_entries(self, folder: Path) -> Iterator:
-        """pairs.jsonl's pairs, each carrying the index of its request line (for progress counts)."""
-        entries = (json.loads(line) for line in (folder / REQUESTS).open(encoding="utf-8"))
-        valid = (e for e in entries if "error" not in e)
-        current: dict | None = None
-        left = 0
-        for number, pair in iter_input(folder / PAIRS, CandidatePair):
-            while left == 0:
-                current = next(valid)
-                left = len(current["ids"])
-            left -= 1
-            assert current is not None
-            yield number, (pair.model_copy(update={"source": {"entry": current["entry"]}})
-                           if isinstance(pair, CandidatePair) else pair)
+        self.on_labels("labeled", summary["labeled"])
+        self.on_labels("unlabeled", summary["unlabeled"])
 
     def _score(self, batch: dict, folder: Path, backends: Any) -> None:
         from rlaif.judging.factory import make_judge
@@ -316,7 +305,6 @@ class JobRunner:
         self.db.update("batches", batch["id"], **fields)
         if status != "failed":
             self.db.set_status("batches", batch["id"], status)
-        self.on_labels("bulk", completed)
 
     def _answered(self, batch: dict, folder: Path, pairwise: bool, size: int = 1000) -> Iterator[tuple[list[dict], dict]]:
         """(request lines, pair or item id -> its result) a chunk of lines at a time: memory stays flat whatever the

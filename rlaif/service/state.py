@@ -104,7 +104,7 @@ class Service:
             raise
         metrics = Metrics()
         runner = JobRunner(settings, db, engines, catalogue, files,
-                           on_labels=lambda outcome, n: metrics.labels.labels("bulk", "labeled").inc(n))
+                           on_labels=lambda outcome, n: metrics.labels.labels("bulk", outcome).inc(n))
         service = cls(settings, keys, db, files, engines, catalogue, runner, metrics)
         metrics.watch(service)
         runner.start()
