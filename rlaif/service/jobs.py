@@ -49,7 +49,7 @@ from rlaif.service.settings import ServiceSettings
 from rlaif.stages.label import JUDGMENTS, label_stage
 from rlaif.store.index import JudgmentIndex
 from rlaif.store.inputs import iter_input
-from rlaif.store.runfolder import RunFolder, json_line
+from rlaif.store.runfolder import RunFolder, describe_errors, json_line
 
 __all__ = ["JobRunner", "REQUESTS", "PAIRS", "OUTPUT", "ERRORS"]
 
@@ -223,9 +223,7 @@ class JobRunner:
         try:
             body = model.model_validate(data.get("body"))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            return {**entry, "error": f"body.{where}: {first['msg']}"}, []
+            return {**entry, "error": f"body: {describe_errors(exc)}"}, []
         if body.judge is not None and body.judge != judge:
             return {**entry, "error": f"body.judge {body.judge!r} differs from this batch's judge {judge!r}; "
                                       "one batch runs one judge"}, []

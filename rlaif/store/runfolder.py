@@ -21,7 +21,7 @@ from rlaif.errors import InputError
 
 __all__ = [
     "RunFolder", "RowError", "check_row", "iter_jsonl", "duplicate_id", "read_rows", "require_usable", "Resumed",
-    "resume_in_batches", "json_text", "json_line",
+    "resume_in_batches", "json_text", "json_line", "describe_errors",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -51,7 +51,8 @@ def json_line(data: Any) -> str:
     return json_text(data) + "\n"
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError) -> str:
+    """Every problem of a failed validation, one `field: message` each, for a row error or a request line's reason."""
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg'].replace('Value error, ', '')}" for e in exc.errors()
     )
@@ -64,7 +65,7 @@ def check_row(data: Any, model: type[T], file: str, number: int, raw: str) -> T 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        return RowError(file=file, line=number, error=_describe(exc), raw=raw[:500])
+        return RowError(file=file, line=number, error=describe_errors(exc), raw=raw[:500])
 
 
 def iter_jsonl(path: Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]:
