@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rlaif.errors import InputError
 from rlaif.store.runfolder import RowError
 
-__all__ = ["GoldItem", "GoldMapping", "load_gold", "majority", "FORMATS"]
+__all__ = ["GoldItem", "GoldMapping", "load_gold", "majority", "human_gold", "FORMATS"]
 
 Label = Literal["A", "B", "tie"]
 FORMATS = ("auto", "canonical", "pandalm", "llmbar", "mapped")
@@ -87,6 +87,13 @@ def majority(labels: list[str]) -> str:
     if len(counts) > 1 and counts[0][1] == counts[1][1]:
         return "tie"
     return counts[0][0]
+
+
+def human_gold(id: str, prompt: str, response_a: str, response_b: str, labels: list[str]) -> GoldItem:
+    """A gold item from the human labels one pair got: the majority label, and each annotator's label when there
+    was more than one."""
+    return GoldItem.model_validate({"id": id, "prompt": prompt, "response_a": response_a, "response_b": response_b,
+                                    "label": majority(labels), "annotators": labels if len(labels) > 1 else []})
 
 
 def _read_records(path: Path) -> list[tuple[int, Any]]:

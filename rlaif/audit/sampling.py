@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from rlaif.audit.gold import GoldItem
+from rlaif.audit.gold import GoldItem, human_gold
 from rlaif.errors import InputError
 from rlaif.store.runfolder import RowError, RunFolder
 
@@ -136,8 +136,5 @@ def import_annotation(path: str | Path) -> tuple[list[GoldItem], list[RowError]]
             continue
         entry = grouped.setdefault(row["id"], {**{k: row[k] for k in ("id", "prompt", "response_a", "response_b")}, "annotators": []})
         entry["annotators"].append(label)
-    from rlaif.audit.gold import majority
-
-    items = [GoldItem(**{**e, "label": majority(e["annotators"]), "annotators": e["annotators"] if len(e["annotators"]) > 1 else []})
-             for e in grouped.values()]
+    items = [human_gold(e["id"], e["prompt"], e["response_a"], e["response_b"], e["annotators"]) for e in grouped.values()]
     return items, errors

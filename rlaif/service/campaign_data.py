@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rlaif.audit.gold import GoldItem, majority
+from rlaif.audit.gold import GoldItem, human_gold
 from rlaif.service.db import ServiceDB, valid_id
 from rlaif.service.paths import campaign_folder
 from rlaif.service.settings import ServiceSettings
@@ -39,8 +39,5 @@ def campaign_gold(db: ServiceDB, settings: ServiceSettings, campaign_id: str) ->
         by_item[row["item_id"]].append(row["label"])
     if not by_item:
         return []
-    return [GoldItem.model_validate({
-        "id": item["pair_id"], "prompt": item["prompt"], "response_a": item["response_1"], "response_b": item["response_2"],
-        "label": majority(by_item[item["item_id"]]),
-        "annotators": by_item[item["item_id"]] if len(by_item[item["item_id"]]) > 1 else []})
-        for item in read_items(settings, campaign_id) if item["item_id"] in by_item]
+    return [human_gold(item["pair_id"], item["prompt"], item["response_1"], item["response_2"], by_item[item["item_id"]])
+            for item in read_items(settings, campaign_id) if item["item_id"] in by_item]
