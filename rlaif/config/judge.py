@@ -33,7 +33,8 @@ class PrincipleSelection(ConfigModel):
     ids: list[str] = Field(default_factory=list)
     """Principle ids for `fixed` mode."""
     seed: int = 0
-    """Seed of the per-pair draw; the same pair always gets the same principles."""
+    """Seed of the per-pair draw; the same pair always gets the same principles. A non-zero seed also reseeds
+    sampled rationales (reasoning with temperature > 0), so `rlaif audit --retest` redraws both."""
 
     @model_validator(mode="after")
     def _fixed_needs_ids(self) -> PrincipleSelection:

@@ -45,13 +45,15 @@ def plan_readings(
 ) -> list[Reading]:
     """Every reading the batch needs; sampled rationales get a seed tied to the pair, principle, order and sample."""
     sampled = config.reasoning.enabled and config.reasoning.temperature > 0
+    # principles.seed also varies the sampled rationales (a retest redraws both); 0 keeps the original seeds
+    redraw = [config.principles.seed] if config.principles.seed else []
     readings = []
     for index, pair in enumerate(pairs):
         for principle in principles_for(pair):
             rendered = {order: messages(pair, principle, order) for order in orders}
             for sample in range(config.self_consistency.samples):
                 for order in orders:
-                    seed = int(content_key(pair.key, principle.id, order, sample), 16) % 2**31 if sampled else None
+                    seed = int(content_key(pair.key, principle.id, order, sample, *redraw), 16) % 2**31 if sampled else None
                     readings.append(Reading(index, principle, order, sample, rendered[order], seed))
     return readings
 

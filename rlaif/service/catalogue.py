@@ -32,7 +32,7 @@ class Catalogue:
         self.engines = engines
         sync = engines.backends(bulk=False)
         self.sync_judges: dict[str, PairJudge | PointwiseJudge] = {
-            name: make_judge(spec, sync, _mode(spec), "the service")  # type: ignore[call-overload]
+            name: make_judge(spec, sync, _mode(spec), "the service")
             for name, spec in self.specs.items()}
 
     def name(self, requested: str | None, mode: str) -> str:
