@@ -104,9 +104,10 @@ def validate_revise(path: Path) -> str:
 
 def validate_all(paths: list[Path], echo: Callable[[str], None] = print) -> list[str]:
     """Validate the given files, or the whole catalogue; returns the problems found (empty = all valid)."""
+    problems = []
     if not paths:
         paths = list_resources("judges") + list_resources("configs")
-    problems = []
+        problems += _validate_templates(echo)
     for path in paths:
         keys = yaml_keys(path)
         is_run = path.parent.name == "configs" or (path.parent.name != "judges" and "judge" in keys)
@@ -115,6 +116,26 @@ def validate_all(paths: list[Path], echo: Callable[[str], None] = print) -> list
             check = validate_revise
         try:
             echo(f"ok  {path}: " + check(path))
+        except RlaifError as exc:
+            problems.append(str(exc))
+            echo(f"BAD {path}")
+    return problems
+
+
+def _validate_templates(echo: Callable[[str], None]) -> list[str]:
+    """Every judge template under prompts/judge/ (those no judge names yet too, e.g. the paraphrases that
+    `rlaif audit --templates` uses): it parses, declares its version, and renders with a judge's variables."""
+    problems = []
+    principle = {"id": "p", "name": "Principle", "text": "Prefer the better response."}
+    variables = {"principle": principle, "prompt": "p", "response": "r", "response_a": "a", "response_b": "b",
+                 "marker": "Verdict:", "min_score": 1, "max_score": 9}
+    for path in list_resources("prompts", (".jinja",)):
+        if path.parent.name != "judge":
+            continue
+        try:
+            template = load_template(path)
+            template.render(**variables)
+            echo(f"ok  {path}: template {template.version}")
         except RlaifError as exc:
             problems.append(str(exc))
             echo(f"BAD {path}")
