@@ -6,7 +6,7 @@ import html
 import json
 from pathlib import Path
 
-__all__ = ["write_report", "gate"]
+__all__ = ["write_report", "gate", "markdown_html"]
 
 
 def _fmt(entry) -> str:
@@ -26,47 +26,160 @@ def _plots(metrics: dict, out: Path) -> list[str]:
     cal = metrics.get("calibration", {})
     made = []
     if cal.get("reliability"):
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        ax.plot([0.5, 1], [0.5, 1], "k--", lw=1, label="perfect calibration")
-        for key, label in (("reliability", "judge as is"), ("reliability_after_temperature", "after temperature scaling (out of fold)")):
-            bins = [b for b in cal[key] if b["count"]]
-            ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=label)
-        ax.set(xlabel="judge confidence (max of P(A), P(B))", ylabel="agreement with humans", xlim=(0.5, 1), ylim=(0, 1),
-               title="Reliability diagram")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "reliability.png", dpi=110)
-        plt.close(fig)
+        _reliability_plot(plt, cal, out / "reliability.png")
         made.append("reliability.png")
     if cal.get("coverage_curve"):
-        rows = [r for r in cal["coverage_curve"] if r["accuracy"] is not None]
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        ax.plot([r["coverage"] for r in rows], [r["accuracy"] for r in rows], "o-")
-        for r in rows:
-            ax.annotate(f"{r['threshold']:.2f}", (r["coverage"], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set(xlabel="coverage (share of items the judge keeps)", ylabel="agreement on kept items", xlim=(0, 1.02), ylim=(0, 1),
-               title="Abstaining below a confidence threshold")
-        fig.tight_layout()
-        fig.savefig(out / "coverage.png", dpi=110)
-        plt.close(fig)
+        _coverage_plot(plt, cal, out / "coverage.png")
         made.append("coverage.png")
     return made
 
 
-def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
+def _reliability_plot(plt, cal: dict, path: Path) -> None:
+    """Both reliability curves over the item counts per bin; bins with too few items drawn hollow."""
+    from matplotlib.lines import Line2D
+
+    k = cal.get("reliability_sparse_below", 10)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    ax.plot([0.5, 1], [0.5, 1], "k--", lw=1, label="perfect calibration")
+    curves = (("reliability", "judge as is", "C0", -1, "o"),
+              ("reliability_after_temperature", "after temperature scaling (out of fold)", "C1", 1, "s"))
+    for key, label, color, side, marker in curves:
+        bins = [b for b in cal.get(key, []) if b["count"]]
+        z = 3 if side < 0 else 2
+        ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "-", marker=marker, ms=0, color=color, lw=1.2,
+                label=label, zorder=z)
+        for b in bins:
+            ax.plot(b["mean_confidence"], b["accuracy"], marker, ms=8 if side < 0 else 6, color=color, zorder=z,
+                    markerfacecolor="white" if b.get("sparse") else color)
+        all_bins = cal.get(key, [])
+        centres = [(b["lo"] + b["hi"]) / 2 + side * 0.011 for b in all_bins]
+        hist.bar(centres, [b["count"] for b in all_bins], width=0.021, color=color, alpha=0.8)
+        for x, b in zip(centres, all_bins):
+            if b["count"]:
+                hist.annotate(str(b["count"]), (x, b["count"]), ha="center", va="bottom", fontsize=6)
+    handles, labels = ax.get_legend_handles_labels()
+    handles = [Line2D([], [], color=h.get_color(), marker=h.get_marker(), ms=6) if h.get_marker() not in (None, "None", "") else h
+               for h in handles]
+    handles.append(Line2D([], [], ls="", marker="o", ms=7, color="grey", markerfacecolor="white"))
+    labels.append(f"hollow: bin with < {k} items (too few to read)")
+    ax.legend(handles, labels, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=2)  # above the plot, off the points
+    ax.set(ylabel="agreement with humans", xlim=(0.5, 1), ylim=(0, 1.05))
+    fig.suptitle("Reliability diagram", fontsize=11)
+    hist.axhline(k, color="grey", ls=":", lw=1, label=f"{k} items: fewer is too few to read")
+    hist.legend(fontsize=6, loc="best")
+    top = max([b["count"] for key, *_ in curves for b in cal.get(key, [])] + [k])
+    hist.set(xlabel="judge confidence (max of P(A), P(B)), bins of 0.05", ylabel="items per bin", ylim=(0, top * 1.25))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _coverage_plot(plt, cal: dict, path: Path) -> None:
+    """Agreement on the items kept at each threshold, with Wilson intervals; the title says how thresholds were chosen."""
+    rows = [r for r in cal["coverage_curve"] if r["accuracy"] is not None]
+    quantile = cal.get("coverage_rule") == "quantile"
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    x, y = [r["coverage"] for r in rows], [r["accuracy"] for r in rows]
+    lo = [r["accuracy"] - r["accuracy_ci95"][0] if r.get("accuracy_ci95") and r["accuracy_ci95"][0] is not None else 0 for r in rows]
+    hi = [r["accuracy_ci95"][1] - r["accuracy"] if r.get("accuracy_ci95") and r["accuracy_ci95"][1] is not None else 0 for r in rows]
+    ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, lw=1.2, label="agreement on kept items (Wilson 95%)")
+    ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance (0.5)")
+    last, side = None, 1
+    for r in rows:  # threshold labels: skip a point crowding the last labeled one (the table lists all), alternate sides
+        if last is not None and abs(r["coverage"] - last) < 0.05:
+            continue
+        ax.annotate(f"{r['threshold']:.3f}" if quantile else f"{r['threshold']:.2f}", (r["coverage"], r["accuracy"]), fontsize=6.5,
+                    xytext=(5, 5 if side > 0 else -11), textcoords="offset points", ha="left")
+        last, side = r["coverage"], -side
+    rule = "thresholds at confidence quantiles (keep 100%, 90%, ..., 10%)" if quantile else "fixed thresholds 0.50 ... 0.95"
+    ax.set(xlabel="coverage (share of items the judge keeps)", ylabel="agreement on kept items", xlim=(0, 1.08), ylim=(0, 1.02),
+           title=f"Abstaining below a confidence threshold\n{rule}")
+    ax.title.set_fontsize(10)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _baseline_lines(metrics: dict) -> list[str]:
+    """The judge beside trivial rules scored the same way on the same items, and the definitions used."""
+    base, ag = metrics.get("baselines"), metrics.get("agreement") or {}
+    if not base:
+        return []
+    cells = lambda row: " | ".join(_fmt(row.get(k)) for k in ("accuracy_no_ties", "accuracy_with_ties", "cohen_kappa"))  # noqa: E731
+    lc, defs = base["length_controlled"], base["definitions"]
+    lines = ["### Beside trivial baselines (the same items, the same metrics and bootstrap)", "",
+             "| predictor | accuracy_no_ties [95% CI] | accuracy_with_ties [95% CI] | cohen_kappa [95% CI] |", "|---|---|---|---|",
+             f"| judge | {cells(ag)} |"]
+    lines += [f"| {row['label']} | {cells(row)} |" for row in base["rules"].values()]
+    lines += [f"| length-controlled judge | {_fmt(lc['accuracy_no_ties'])} | - | - |", ""]
+    ties = base["rules"]["always_longer"]["verdicts"].get("tie", 0)
+    lines += [f"Lengths are {defs['lengths']}. \"Always the longer\" / \"always the shorter\" say tie when both responses "
+              f"have the same length ({ties} items here: wrong in accuracy_no_ties, half credit in accuracy_with_ties). "
+              f"\"Always the first shown (A)\" {defs['always_first_shown']}.", ""]
+    coef = lc.get("coefficients")
+    fitted = (f" Fitted here: b_s = {coef['longer_side']:.3f}, b_d = {coef['length_difference']:.3f} (sd = {lc['length_sd']:.0f} "
+              f"characters), a = {coef['intercept']:.3f}, g = {coef['gold_is_a']:.3f}; humans preferred the longer response on "
+              f"{lc['n_gold_prefers_longer']} items, the shorter on {lc['n_gold_prefers_shorter']}, equal lengths on "
+              f"{lc['n_equal_length']}." if coef else
+              " Not estimable on this set (no gold A/B item, or humans preferred the same side, longer or shorter, "
+              "on every item whose responses differ in length).")
+    lines += [f"Length-controlled judge: {defs['length_controlled']}.{fitted}", ""]
+    return lines
+
+
+def _calibration_tables(cal: dict) -> list[str]:
+    """The reliability bins with their item counts, and coverage vs agreement with the rule that chose the thresholds."""
+    k = cal.get("reliability_sparse_below")
+    after = {(b["lo"], b["hi"]): b for b in cal.get("reliability_after_temperature", [])}
+    lines = [f"Reliability bins (top-label confidence; * marks a bin with fewer than {k} items, too few to read):", "",
+             "| confidence bin | n | mean confidence | agreement | n after temperature scaling | agreement after |",
+             "|---|---|---|---|---|---|"]
+    for b in cal.get("reliability", []):
+        a = after.get((b["lo"], b["hi"]), {})
+        if b["count"] or a.get("count"):
+            star = lambda x: "*" if x.get("sparse") and x.get("count") else ""  # noqa: E731
+            lines.append(f"| {b['lo']:.2f}-{b['hi']:.2f} | {b['count']}{star(b)} | {_fmt(b['mean_confidence'])} | {_fmt(b['accuracy'])} "
+                         f"| {a.get('count', 0)}{star(a)} | {_fmt(a.get('accuracy'))} |")
+    quantile = cal.get("coverage_rule") == "quantile"
+    columns = ["threshold", *(["target share kept"] if quantile else []), "coverage", "n kept", "agreement [Wilson 95% CI]"]
+    lines += ["", "Coverage vs agreement (abstain below a confidence threshold); thresholds: "
+              f"{cal.get('coverage_rule_text', 'fixed')}.", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for r in cal.get("coverage_curve", []):
+        share = f" {r['keep_share']:.0%} |" if quantile and r.get("keep_share") is not None else (" - |" if quantile else "")
+        threshold = f"{r['threshold']:.4f}" if quantile else f"{r['threshold']:.2f}"
+        agreement = _fmt({"value": r["accuracy"], "ci95": r.get("accuracy_ci95", [None, None])})
+        lines.append(f"| {threshold} |{share} {_fmt(r['coverage'])} | {r['n']} | {agreement} |")
+    return lines + [""]
+
+
+def _unit_text(unit: str) -> str:
+    """"item" -> "items"; "prompt (170 clusters)" -> "whole prompts (170 clusters: ... resampled together)"."""
+    if unit.startswith("prompt"):
+        note = " clusters: gold items sharing a prompt are resampled together)"
+        return "whole prompts" + unit[len("prompt"):].replace(" clusters)", note)
+    return "items"
+
+
+def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) -> str:
     ag, cal, bias, hum = (metrics.get(k) or {} for k in ("agreement", "calibration", "biases", "humans"))
     lines = [
         f"# Judge audit: {meta.get('judge', '?')} on {meta.get('gold', '?')}", "",
         f"Gold items: {metrics['n_gold']}; judged: {metrics['n_judged']}; unlabeled: {metrics['n_unlabeled']}"
         f"{' ' + str(metrics['unlabeled_reasons']) if metrics['unlabeled_reasons'] else ''}; "
         f"invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
-        f"Tie policy: {metrics['tie_policy']}. Intervals are bootstrap 95% ({metrics['bootstrap_resamples']} resamples).", "",
-        "## Agreement with the human labels", "", "| metric | value [95% CI] |", "|---|---|",
+        f"Tie policy: {metrics['tie_policy']}. Intervals are bootstrap 95% ({metrics['bootstrap_resamples']} resamples of "
+        f"{_unit_text(metrics.get('bootstrap_unit', 'item'))}).", "",
+        "## Agreement with the human labels", "",
     ]
+    verdict = ((metrics.get("baselines") or {}).get("judge_vs_best_length_rule") or {}).get("verdict")
+    lines += [verdict, ""] if verdict else []
+    lines += ["| metric | value [95% CI] |", "|---|---|"]
     for key in ("accuracy_no_ties", "accuracy_with_ties", "cohen_kappa"):
         lines.append(f"| {key} | {_fmt(ag.get(key))} |")
     lines += [f"| items (non-tie) | {ag.get('n')} ({ag.get('n_non_tie')}) |",
               f"| judge verdicts | {metrics.get('judge_verdicts')} |", f"| gold labels | {metrics.get('gold_labels')} |", ""]
+    lines += _baseline_lines(metrics)
     if hum:
         lines += ["## Human-human ceiling (same items)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in hum.items()]
@@ -81,17 +194,19 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
         note = (" The fit ran to the upper bound of its search: flattening every probability to 0.5 fits best, i.e. the "
                 "judge's soft labels carry no usable signal on this set." if bound else "")
         lines += ["", f"Temperature fitted on all items: {ts['temperature_all_items']}; per fold: {ts['fold_temperatures']}. "
-                  f"{ts['method']}.{note}", "", "Coverage vs agreement (abstain below a confidence threshold):", "",
-                  "| threshold | coverage | agreement | n |", "|---|---|---|---|"]
-        lines += [f"| {r['threshold']} | {_fmt(r['coverage'])} | {_fmt(r['accuracy'])} | {r['n']} |" for r in cal["coverage_curve"]]
-        lines.append("")
+                  f"{ts['method']}.{note}", ""]
+        lines += _calibration_tables(cal)
     lines += ["## Biases", "",
               f"- Position consistency (the verdict survives swapping the order): {_fmt(bias.get('position_consistency'))} "
               f"over {bias.get('n_both_orders')} items",
               f"- Share of single-order verdicts for the response shown first: {_fmt(bias.get('first_position_rate'))} "
               "(0.5 = no position bias)",
               f"- Length: judge prefers the longer response {_fmt(bias.get('length', {}).get('judge_prefers_longer'))}, "
-              f"humans {_fmt(bias.get('length', {}).get('human_prefers_longer'))} (n={bias.get('length', {}).get('n')})", ""]
+              f"humans {_fmt(bias.get('length', {}).get('human_prefers_longer'))} (n={bias.get('length', {}).get('n')})"]
+    for name, flag in (bias.get("flags") or {}).items():
+        lines.append(f"- {name.replace('_', ' ')}: {'FLAGGED' if flag['flagged'] else 'not flagged'}; {flag['statistic']} "
+                     f"{_fmt(flag)} ({flag['rule']})")
+    lines.append("")
     for title, key in (("By category", "by_category"), ("By principle", "by_principle")):
         table = metrics.get(key) or {}
         lines += [f"## {title}", "", "| group | n | accuracy_no_ties [Wilson 95% CI] | cohen_kappa |", "|---|---|---|---|"]
@@ -100,11 +215,12 @@ def _markdown(metrics: dict, meta: dict, plots: list[str]) -> str:
         lines.append("")
     if meta.get("gate"):
         lines += ["## Gate", "", f"{meta['gate']['verdict']}: {meta['gate']['detail']}", ""]
+    lines += sections
     lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
-def _html(markdown: str, title: str) -> str:
+def markdown_html(markdown: str, title: str) -> str:
     """A self-contained page: tables and images rendered from the markdown lines."""
     body, in_table = [], False
     for line in markdown.splitlines():
@@ -151,11 +267,12 @@ def gate(metrics: dict, min_kappa: float | None, min_accuracy: float | None) -> 
     return {"verdict": "pass" if ok else "fail", "detail": detail, "passed": ok}
 
 
-def write_report(out: Path, metrics: dict, meta: dict) -> dict[str, Path]:
+def write_report(out: Path, metrics: dict, meta: dict, sections: list[str] | None = None) -> dict[str, Path]:
+    """The report files; `sections` are markdown lines added before the plots (retest, templates, baseline)."""
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(metrics, out)
     (out / "metrics.json").write_text(json.dumps({**meta, **metrics, "plots": plots}, indent=2, default=str) + "\n")
-    markdown = _markdown(metrics, meta, plots)
+    markdown = _markdown(metrics, meta, plots, sections or [])
     (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(_html(markdown, f"Judge audit: {meta.get('judge')}"))
+    (out / "report.html").write_text(markdown_html(markdown, f"Judge audit: {meta.get('judge')}"))
     return {name: out / name for name in ("metrics.json", "report.md", "report.html", *plots)}

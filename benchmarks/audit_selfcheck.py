@@ -1,0 +1,81 @@
+"""Self-check of the audit (issue 11): how often each 95% interval of `rlaif audit` (and of `rlaif audit compare`)
+covers the true value on synthetic gold sets, and how often the bias flags fire with and without a planted bias.
+
+Every simulated audit is a synthetic gold set (rlaif/audit/selfcheck.py: designs "single", one annotator and no ties
+with one item per prompt, and "pandalm", 3 annotators with ties and ~5.9 items per prompt) read by two synthetic
+judges (one with planted position and length biases, one without), audited by `compute_audit` with the given
+bootstrap resamples, plus the two judges compared by `compare_arrays`. The truth of every metric is the same code on
+one sample of --truth-items items from the generator. Prints the coverage table (markdown) and the flag rates, and
+writes everything to --out (JSON).
+
+    .venv/bin/python benchmarks/audit_selfcheck.py --sims 500 --sizes 100 300 1000 --out benchmarks/out/audit_selfcheck.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rlaif.audit import selfcheck as S
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sims", type=int, default=500, help="simulated audits per design and size (default: %(default)s)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000], help="gold set sizes (default: %(default)s)")
+    ap.add_argument("--designs", nargs="+", default=list(S.DESIGNS), choices=list(S.DESIGNS))
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per audit (default: %(default)s)")
+    ap.add_argument("--truth-items", type=int, default=200_000, help="items of the sample the truth is computed on")
+    ap.add_argument("--no-compare", action="store_true", help="skip the judge-vs-judge comparison")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/audit_selfcheck.json"))
+    args = ap.parse_args(argv)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    plain = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731  (tuples -> lists, as read back)
+    report: dict = {"args": plain(vars(args)), "judges": plain({k: vars(j) for k, j in S.JUDGES.items()}), "truths": {},
+                    "results": []}
+    for name in args.designs:  # the truths first (cached in --out between runs)
+        design = S.DESIGNS[name]
+        key = f"{name}/{args.truth_items}/{args.seed}"
+        cached = previous.get("truths", {}).get(key)
+        if cached and cached.get("judges") == report["judges"] and cached.get("design") == plain(vars(design)):
+            report["truths"][key] = cached
+            continue
+        start = time.perf_counter()
+        values = S.truth(design, S.JUDGES, n_items=args.truth_items, seed=12345 + args.seed)
+        report["truths"][key] = {"design": plain(vars(design)), "judges": report["judges"], "values": values,
+                                 "seconds": round(time.perf_counter() - start, 1)}
+        print(f"truth for {name}: {report['truths'][key]['seconds']} s", file=sys.stderr, flush=True)
+        args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    for n in args.sizes:  # size by size, so that a partial run has every design at the small sizes
+        for name in args.designs:
+            truths = report["truths"][f"{name}/{args.truth_items}/{args.seed}"]["values"]
+            start = time.perf_counter()
+
+            def progress(done: int, n: int = n, start: float = start, name: str = name) -> None:
+                if done % 50 == 0 or done == args.sims:
+                    print(f"{name} n={n}: {done}/{args.sims} audits, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+            result = S.simulate(S.DESIGNS[name], S.JUDGES, n, args.sims, truths, n_boot=args.bootstrap,
+                                seed=args.seed * 1_000_003 + n, compare=not args.no_compare, progress=progress)
+            result["design_key"], result["seconds"] = name, round(time.perf_counter() - start, 1)
+            report["results"].append(result)
+            args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print("\n".join(S.coverage_table(report["results"])))
+    print()
+    print("| design | n | judge | " + " | ".join(f"{f} flagged" for f in ("position_bias", "length_bias")) + " |")
+    print("|---|---|---|---|---|")
+    for r in report["results"]:
+        for judge, rates in r["flag_rates"].items():
+            print(f"| {r['design_key']} | {r['n']} | {judge} | {rates.get('position_bias', 0):.3f} | {rates.get('length_bias', 0):.3f} |")
+    args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
