@@ -30,34 +30,168 @@ def _load_gold(args: argparse.Namespace):
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if args.action == "compare":
+        return _cmd_compare(args)
+    if args.sides:
+        raise InputError(f"unexpected arguments {' '.join(args.sides)}: did you mean `rlaif audit compare A B`?")
+    if not args.gold:
+        raise InputError("rlaif audit needs --gold FILE (a human gold set: canonical JSONL, PandaLM, LLMBar, or --mapping)")
+    if args.retest is not None and args.retest < 2:
+        raise InputError(f"--retest K needs K >= 2 (the judge judges every item K times), got {args.retest}")
+    if args.labels and (args.retest or args.templates):
+        raise InputError("--retest and --templates judge the gold items again with --judge; they cannot be used with --labels")
+    out = args.out or Path("runs/audit")
+    metrics, failed = _audit(args, args.judge, out, variations=True)
+    print((out / "report.md").read_text().split("## Biases")[0])
+    for key, title in (("retest", "## Noise floor"), ("templates", "## Template sensitivity"), ("baseline", "## Against the baseline")):
+        if metrics.get(key):
+            text = (out / "report.md").read_text()
+            print(title + text.split(title, 1)[1].split("\n## ", 1)[0])
+    print(f"files: {out}/ (metrics.json, items.jsonl, report.md, report.html, plots)")
+    for message in failed:
+        print(f"rlaif audit: gate FAILED: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _audit(args: argparse.Namespace, judge_spec: str, out: Path, variations: bool) -> tuple[dict, list[str]]:
+    """Judge (or match) the gold items, compute and write the audit into `out`; (metrics, failed gate messages)."""
+    from rlaif.audit.fingerprint import gold_fingerprint, judge_fingerprint, labels_fingerprint
+    from rlaif.audit.folder import audit_metrics, save_audit
     from rlaif.audit.judging import judge_gold, match_run
+    from rlaif.audit.report import gate
     from rlaif.backends import BackendPool
+    from rlaif.config import load_judge_spec
     from rlaif.judging import make_judge
     from rlaif.store import RunFolder
 
     items, bad = _load_gold(args)
-    out = args.out
     run = RunFolder(out)
     run.write_jsonl("invalid_gold_rows.jsonl", bad)
+    gold_fp = gold_fingerprint(items, args.gold)
+    extra: dict[str, Any] = {}
     if args.labels:
-        records, judge_name = match_run(items, args.labels), f"labels from {args.labels}"
+        records = match_run(items, args.labels)
+        judge_name = f"labels from {args.labels}"
+        judge_fp = labels_fingerprint(args.labels, [r.judgment for r in records if r.judgment is not None])
     else:
+        spec = load_judge_spec(judge_spec)
+        mode = getattr(spec, "mode", "pairwise")
         with BackendPool() as pool:
-            judge = make_judge(args.judge, pool, "pairwise", "`rlaif audit`")
+            judge = make_judge(spec, pool, mode, "`rlaif audit`")
             records = judge_gold(items, judge, run, args.batch_size, not args.quiet)
-        judge_name = judge.name
-    from rlaif.audit.compute import compute_audit
-    from rlaif.audit.report import gate, write_report
-
-    metrics = compute_audit(records, tie_margin=args.tie_margin, n_boot=args.bootstrap, seed=args.seed)
+            if variations:
+                extra = _variations(args, spec, mode, pool, judge, items, records, out, gold_fp)
+        judge_name, judge_fp = judge.name, judge_fingerprint(judge)
+    metrics, rows = audit_metrics(records, {"judge": judge_fp, "gold": gold_fp}, args.tie_margin, args.bootstrap, args.seed)
     meta: dict[str, Any] = {"judge": judge_name, "gold": str(args.gold), "invalid_rows": len(bad)}
     meta["gate"] = gate(metrics, args.min_kappa, args.min_accuracy)
-    files = write_report(out, metrics, meta)
-    print((out / "report.md").read_text().split("## Biases")[0])
+    failed = [meta["gate"]["detail"]] if meta["gate"] and not meta["gate"]["passed"] else []
+    sections = _variation_sections(metrics, extra)
+    if variations and args.baseline:
+        from rlaif.audit.compare import baseline_check
+
+        base = baseline_check(metrics, rows, args.baseline, args.max_drop, args.bootstrap, args.seed)
+        metrics["baseline"] = base
+        sections += ["## Against the baseline", "", f"Baseline: {base['baseline']}.", "", f"**{base['verdict']}**: {base['detail']}", ""]
+        if not base["passed"]:
+            failed.append(f"against the baseline: {base['detail']}")
+    save_audit(out, metrics, rows, meta, sections)
+    return metrics, failed
+
+
+def _variations(args, spec, mode, pool, judge, items, records, out: Path, gold_fp: dict) -> dict[str, Any]:
+    """--retest and --templates: the same judge again with one thing changed, each into its own folder."""
+    from rlaif.audit.judging import judge_gold
+    from rlaif.audit.variation import readings_agreement, retest_varies
+    from rlaif.config import EnsembleJudgeConfig
+    from rlaif.judging import make_judge
+    from rlaif.store import RunFolder
+
+    found: dict[str, Any] = {}
+    if args.retest:
+        readings = {"repeat 1": records}
+        for r in range(1, args.retest):
+            again = make_judge(spec, pool, mode, "`rlaif audit`", adjust=_redraw(r))
+            readings[f"repeat {r + 1}"] = judge_gold(items, again, RunFolder(out / "retest" / f"repeat-{r + 1}"),
+                                                     args.batch_size, not args.quiet)
+        singles = list(getattr(judge, "members", None) or [judge])
+        found["retest"] = readings_agreement(readings, args.tie_margin, args.bootstrap, args.seed)
+        found["retest"]["varies"] = retest_varies([m.config for m in singles], [len(m.constitution.principles) for m in singles])
+    if args.templates:
+        if isinstance(spec, EnsembleJudgeConfig):
+            raise InputError(f"--templates needs a single judge; {spec.name} is an ensemble (audit each member instead)")
+        from rlaif.audit.fingerprint import judge_fingerprint
+        from rlaif.audit.folder import audit_metrics, save_audit
+
+        readings = {spec.template: records}
+        for template in args.templates:
+            if template == spec.template or Path(template).stem == Path(spec.template).stem:
+                continue
+            variant = make_judge(spec, pool, mode, "`rlaif audit`", adjust=_with_template(template))
+            folder = out / "templates" / Path(template).stem
+            readings[template] = judge_gold(items, variant, RunFolder(folder), args.batch_size, not args.quiet)
+            metrics, rows = audit_metrics(readings[template], {"judge": judge_fingerprint(variant), "gold": gold_fp},
+                                          args.tie_margin, args.bootstrap, args.seed)
+            save_audit(folder, metrics, rows, {"judge": f"{variant.name} with template {template}", "gold": str(args.gold)})
+        if len(readings) < 2:
+            raise InputError("--templates: give at least one template other than the judge's own "
+                             f"({spec.template}), e.g. judge/pairwise-paraphrase-1.jinja")
+        found["templates"] = readings_agreement(readings, args.tie_margin, args.bootstrap, args.seed)
+        found["templates"]["folders"] = {t: str(out / "templates" / Path(t).stem) for t in readings if t != spec.template}
+    return found
+
+
+def _redraw(offset: int):
+    """A retest repeat: the judge with its principle seed moved (another draw, other sampled rationales)."""
+    def adjust(config):
+        return config.model_copy(update={"principles": config.principles.model_copy(update={"seed": config.principles.seed + offset})})
+    return adjust
+
+
+def _with_template(template: str):
+    def adjust(config):
+        return config.model_copy(update={"template": template})
+    return adjust
+
+
+def _variation_sections(metrics: dict, extra: dict[str, Any]) -> list[str]:
+    from rlaif.audit.variation import variation_markdown
+
+    human = (metrics.get("agreement") or {}).get("accuracy_no_ties")
+    lines: list[str] = []
+    for kind in ("retest", "templates"):
+        if kind in extra:
+            metrics[kind] = extra[kind]
+            lines += variation_markdown(kind, extra[kind], human)
+    if "templates" in extra:
+        lines += ["Each wording's own audit is in " + ", ".join(extra["templates"]["folders"].values())
+                  + "; compare two of them item by item with `rlaif audit compare A B`.", ""]
+    return lines
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rlaif.audit.compare import compare_audits, write_compare
+
+    if len(args.sides) != 2:
+        raise InputError("rlaif audit compare needs two audits: `rlaif audit compare A B` with A and B audit folders "
+                         "(or their metrics.json), or two judges and --gold FILE")
+    out = args.out or Path("runs/audit-compare")
+    folders = []
+    for side, given in zip("ab", args.sides):
+        path = Path(given)
+        if path.is_dir() or path.name == "metrics.json":
+            folders.append(path)
+            continue
+        if not args.gold:
+            raise InputError(f"{given} is not an audit folder; to audit two judges give --gold FILE "
+                             "(`rlaif audit compare JUDGE_A JUDGE_B --gold FILE`)")
+        folder = out / f"{side}-{path.stem}"
+        _audit(args, given, folder, variations=False)
+        folders.append(folder)
+    result = compare_audits(folders[0], folders[1], n_boot=args.bootstrap, seed=args.seed)
+    files = write_compare(out, result)
+    print(files["compare.md"].read_text().split("## By category")[0])
     print("files: " + ", ".join(str(p) for p in files.values()))
-    if meta["gate"] and not meta["gate"]["passed"]:
-        print(f"rlaif audit: gate FAILED: {meta['gate']['detail']}", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -112,23 +246,45 @@ def cmd_hygiene(args: argparse.Namespace) -> int:
 
 def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "audit", parents=[shared], help="measure how far a judge agrees with a human gold set",
-        description="Judge every gold pair with the bulk-labeling code (both orders), or match the labels of an earlier "
-                    "`rlaif label` run (--labels), then report agreement (accuracy, Cohen's kappa, the human-human ceiling), "
-                    "calibration (ECE, Brier, log-loss, reliability diagram, cross-validated temperature scaling, coverage), "
-                    "and biases (position, length, per category and principle), each with bootstrap 95%% intervals. "
-                    "Writes metrics.json, report.md, report.html and PNG plots. --min-kappa / --min-accuracy make it exit 1 "
-                    "below the bar, for CI.")
-    p.add_argument("--gold", required=True, help="gold file: canonical JSONL, PandaLM or LLMBar JSON, or any file with --mapping")
+        "audit", parents=[shared], help="measure how far a judge agrees with a human gold set; compare two judges",
+        usage="rlaif audit --gold FILE [--judge J | --labels RUN] [options]\n       rlaif audit compare A B [--gold FILE] [--out DIR]",
+        description="Judge every gold pair with the bulk-labeling code (both orders; pointwise judges score both responses), "
+                    "or match the labels of an earlier `rlaif label` run (--labels), then report agreement (accuracy, Cohen's "
+                    "kappa, the human-human ceiling, trivial baselines), calibration (ECE, Brier, log-loss, reliability diagram, "
+                    "cross-validated temperature scaling, coverage), and biases (position, length, per category and principle), "
+                    "each with bootstrap 95% intervals. Writes metrics.json (with fingerprints of the judge and the gold set), "
+                    "items.jsonl, report.md, report.html and PNG plots. --retest K measures the judge against itself (the noise "
+                    "floor); --templates measures how far a reworded template moves its verdicts; --baseline gates against an "
+                    "earlier audit; --min-kappa / --min-accuracy gate on absolute bars: each gate exits 1 when it fails, for CI. "
+                    "`rlaif audit compare A B` compares two audits (or two judges) item by item: paired differences with "
+                    "intervals, an exact McNemar test and a plain verdict.")
+    p.add_argument("action", nargs="?", choices=["compare"], help="compare: compare two audits A B item by item")
+    p.add_argument("sides", nargs="*", metavar="A B",
+                   help="compare: two audit folders (or metrics.json files), or two judges to audit on --gold first")
+    p.add_argument("--gold", help="gold file: canonical JSONL, PandaLM or LLMBar JSON, or any file with --mapping")
     p.add_argument("--format", default="auto", choices=["auto", "canonical", "pandalm", "llmbar", "mapped"],
                    help="gold format (default: detect)")
     p.add_argument("--mapping", help="YAML column mapping for other gold formats (fields of rlaif.audit.gold.GoldMapping)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--judge", default="smollm2-pairwise", help="judge to run on the gold pairs (default: %(default)s)")
+    source.add_argument("--judge", default="smollm2-pairwise",
+                        help="judge to run on the gold pairs: pairwise, ensemble, self-consistency or pointwise (default: %(default)s)")
     source.add_argument("--labels", help="a `rlaif label` run folder whose judgments to audit instead of judging again")
-    p.add_argument("--out", type=out_folder, default=Path("runs/audit"),
-                   help="report folder; rerunning resumes the judging (default: %(default)s)")
+    p.add_argument("--out", type=out_folder, default=None,
+                   help="report folder; rerunning resumes the judging (default: runs/audit; compare: runs/audit-compare)")
     p.add_argument("--limit", type=positive_int, help="audit only the first N gold items")
+    p.add_argument("--baseline", metavar="OLD/metrics.json",
+                   help="an earlier audit (folder or metrics.json): report the change against it, paired on the items both "
+                        "judged, naming whether the judge or the gold set changed; exit 1 when agreement dropped by more "
+                        "than the noise allows")
+    p.add_argument("--max-drop", type=fraction, default=0.0,
+                   help="--baseline: also tolerate a drop of this much beyond the noise (default: %(default)s)")
+    p.add_argument("--retest", type=int, metavar="K",
+                   help="judge every item K times (K >= 2) under what legitimately varies (another principle draw, other "
+                        "sampled rationales) and report the judge's agreement and kappa with itself")
+    p.add_argument("--templates", nargs="+", metavar="TEMPLATE",
+                   help="audit the judge under each of these templates too (e.g. judge/pairwise-paraphrase-1.jinja "
+                        "judge/pairwise-paraphrase-2.jinja) and report the spread of agreement and the share of items whose "
+                        "verdict changes with the wording")
     p.add_argument("--min-kappa", type=float, help="exit 1 if Cohen's kappa is below this")
     p.add_argument("--min-accuracy", type=float, help="exit 1 if accuracy (no ties) is below this")
     p.add_argument("--tie-margin", type=float, default=0.0, help="judge says tie when |P(A)-0.5| <= this (default: %(default)s)")

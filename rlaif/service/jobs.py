@@ -362,9 +362,10 @@ class JobRunner:
 
     # audits ----------------------------------------------------------------------------------------------
     def _run_audit(self, audit_id: str) -> None:
-        from rlaif.audit.compute import compute_audit
+        from rlaif.audit.fingerprint import gold_fingerprint, judge_fingerprint, labels_fingerprint
+        from rlaif.audit.folder import audit_metrics, save_audit
         from rlaif.audit.judging import judge_gold, match_run
-        from rlaif.audit.report import gate, write_report
+        from rlaif.audit.report import gate
 
         audit = self.db.get("audits", audit_id)
         if audit is None or audit["status"] not in ("queued", "running"):
@@ -378,6 +379,7 @@ class JobRunner:
             batch_id = request.get("batch_id") or self._campaign(request["campaign_id"])["batch_id"]
             records = match_run(items, batch_folder(self.settings, batch_id))
             judge_name = f"labels of {batch_id}"
+            judge_fp = labels_fingerprint(batch_id, [r.judgment for r in records if r.judgment is not None])
         else:
             try:
                 name = self.catalogue.name(request.get("judge"), "pairwise")
@@ -387,12 +389,13 @@ class JobRunner:
 
             judge = make_judge(self.catalogue.specs[name], self.engines.backends(bulk=True), "pairwise", "an audit")
             records = judge_gold(items, judge, RunFolder(out), self.settings.batch_size, progress=False)
-            judge_name = name
-        metrics = compute_audit(records, tie_margin=request.get("tie_margin", 0.0), n_boot=request.get("bootstrap", 1000),
-                                seed=request.get("seed", 0))
+            judge_name, judge_fp = name, judge_fingerprint(judge)
+        tie_margin = request.get("tie_margin", 0.0)
+        metrics, rows = audit_metrics(records, {"judge": judge_fp, "gold": gold_fingerprint(items, source)}, tie_margin,
+                                      n_boot=request.get("bootstrap", 1000), seed=request.get("seed", 0))
         meta: dict[str, Any] = {"judge": judge_name, "gold": source, "audit_id": audit_id}
         meta["gate"] = gate(metrics, request.get("min_kappa"), request.get("min_accuracy"))
-        write_report(out, metrics, meta)
+        save_audit(out, metrics, rows, meta)
         agreement = metrics.get("agreement") or {}
         result = {"judge": judge_name, "gold": source, "gate": meta["gate"], "n_items": len(items),
                   "accuracy_no_ties": (agreement.get("accuracy_no_ties") or {}).get("value"),

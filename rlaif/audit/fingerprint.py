@@ -1,0 +1,76 @@
+"""What an audit measured: fingerprints of the judge and of the gold set, written into every metrics.json.
+
+Two audits measured the same thing when both fingerprints match. `rlaif audit --baseline` and `rlaif audit
+compare` read them to say whether the judge, the gold set, or both changed between two audits.
+
+- judge: its config (the YAML's content, hashed after validation, so comments and key order do not count),
+  its template and constitution with their versions, and each model's identity (`rlaif.models.model_identity`:
+  the embedded model's source checksum, a local folder's config and weight sizes, or a served model's name).
+- gold: a hash of the items as loaded (ids, texts, labels, annotators, categories), their number and path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlaif.audit.gold import GoldItem
+from rlaif.models import model_identity
+from rlaif.records import content_key
+
+__all__ = ["judge_fingerprint", "gold_fingerprint", "labels_fingerprint", "what_changed"]
+
+
+def _model(config: Any) -> dict:
+    backend = config.backend
+    if backend.kind == "vllm":
+        return {"backend": "vllm", **model_identity(backend.model)}
+    if backend.kind == "openai":
+        return {"backend": "openai", "model": backend.model, "checksum": None, "servers": backend.urls(),
+                "from": "served model: identified by name and servers"}
+    return {"backend": backend.kind, "model": backend.model, "checksum": None, "from": "fake backend"}
+
+
+def judge_fingerprint(judge: Any) -> dict:
+    """The judge's identity: `sha` changes whenever the judge would label differently (config, template or
+    constitution version, or any model's identity)."""
+    singles = list(getattr(judge, "members", None) or [judge])
+    models = [_model(m.config) for m in singles]
+    template = getattr(judge, "template_name", None) or judge.template.name
+    template_version = getattr(judge, "template_version", None) or judge.template.version
+    constitution = getattr(judge, "constitution_name", None) or judge.constitution.name
+    constitution_version = getattr(judge, "constitution_version", None) or judge.constitution.version
+    config = judge.config.model_dump(mode="json")
+    kind = "ensemble" if hasattr(judge, "members") else config.get("mode", "pairwise")
+    return {
+        "name": judge.name, "kind": kind, "config_sha": content_key(config),
+        "template": template, "template_version": template_version,
+        "constitution": constitution, "constitution_version": constitution_version, "models": models,
+        "sha": content_key(judge.fingerprint, models),
+    }
+
+
+def labels_fingerprint(run_dir: str, judgments: list) -> dict:
+    """For `rlaif audit --labels`: the judge named in the run's judgments (they carry their provenance)."""
+    seen = {(j.judge, j.model, j.template, j.template_version, j.constitution_version) for j in judgments}
+    names = sorted({s[0] for s in seen})
+    return {"name": "+".join(names) or f"labels from {run_dir}", "kind": "labels", "labels_run": str(run_dir),
+            "provenance": [dict(zip(("judge", "model", "template", "template_version", "constitution_version"), s))
+                           for s in sorted(seen)],
+            "sha": content_key(sorted(seen))}
+
+
+def gold_fingerprint(items: list[GoldItem], path: str) -> dict:
+    """The gold set's identity: the same items (ids, texts, labels) give the same `sha`, whatever the file."""
+    return {"path": str(path), "n_items": len(items),
+            "sha": content_key([item.model_dump(mode="json") for item in items])}
+
+
+def what_changed(old: dict, new: dict) -> list[str]:
+    """Which of judge and gold differ between two metrics.json fingerprints ("judge", "gold"); [] if neither.
+    A missing fingerprint (an audit written before fingerprints existed) counts as changed."""
+    changed = []
+    for part in ("judge", "gold"):
+        a, b = (old.get("fingerprint") or {}).get(part), (new.get("fingerprint") or {}).get(part)
+        if not a or not b or a.get("sha") != b.get("sha"):
+            changed.append(part)
+    return changed
