@@ -14,7 +14,7 @@ the count matrix it returns the metric on every resample. Every interval of one 
 resamples, so differences between metrics are paired.
 
 Interval kinds. Percentile intervals for the agreement, calibration, bias and human-ceiling metrics; ECE gets an
-interval by bootstrap test inversion (`ece_interval`: the plug-in ECE is biased upwards, see its docstring); the
+interval of its own (`ece_interval`: the plug-in ECE is biased upwards, see its docstring); the
 per-group accuracies get Wilson intervals whose sample size is divided by the design effect of the prompt clusters
 (`clustered_wilson`).
 """
@@ -287,20 +287,24 @@ ECE_PATH = np.linspace(0.0, 4.0, 161)
 
 
 def ece_interval(y, p, boot: Resamples, n_bins: int = 10) -> tuple[float, float]:
-    """95% interval of the binned ECE (metrics.expected_calibration_error), by inverting a bootstrap test.
+    """95% interval of the binned ECE (metrics.expected_calibration_error): a lower bound from the triangle inequality
+    and an upper bound by inverting a bootstrap test.
 
     Why not the percentile interval: the plug-in ECE sums |accuracy_b - confidence_b| over bins, and the absolute
     value of a noisy difference is biased upwards (a perfectly calibrated judge shows an ECE near 0.1 with ~10 items
     a bin); a resample's ECE is biased again, so percentile intervals sit above the truth (they cover a calibrated
     judge's ECE of 0 never). Reflecting them (the "basic" interval) still misses a calibrated judge half the time.
 
-    Test inversion: with r = correct - confidence and d_b the mean of r in bin b (so e = sum_b n_b |d_b| / n), world
-    lam is the gold set with every residual moved to r - d_b + lam * d_b: lam = 1 is the sample itself, lam = 0 a
-    calibrated judge with the same noise, and world lam's ECE is lam * e. A world is kept when e lies between the
-    2.5% and 97.5% percentiles (expanded for few units, as every interval) of the ECEs of the resamples drawn from it
-    (the same resamples, items or prompts, as every other interval); the interval is [smallest kept lam, largest
-    kept lam] * e, lam in [0, 4]. When e is smaller than even the calibrated world gives 97.5% of the time, the
-    interval is [0, e].
+    With r = correct - confidence, d_b the mean of r in bin b (so e = sum_b n_b |d_b| / n), and world lam the gold
+    set with every residual moved to r - d_b + lam * d_b (lam = 1 is the sample itself, lam = 0 a calibrated judge
+    with the same noise; world lam's ECE is lam * e):
+    - lower bound: e - E0, with E0 the upper (2.5%, expanded for few units as every interval) percentile of the ECEs
+      of resamples of the calibrated world, i.e. of the noise alone. By the triangle inequality the plug-in ECE
+      exceeds the true one by at most the ECE of the noise, so this bound fails at most ~2.5% of the time whatever
+      the truth (it is conservative when the judge is clearly miscalibrated).
+    - upper bound: the largest lam * e, lam in [0, 4], whose world's resampled ECEs have e between their lower and
+      upper percentiles (the same resamples, items or prompts, as every other interval); e itself when e is
+      smaller than even the calibrated world gives 97.5% of the time.
     """
     conf, correct, bins = M._top_label(y, p, n_bins)
     if not len(conf):
@@ -323,10 +327,11 @@ def ece_interval(y, p, boot: Resamples, n_bins: int = 10) -> tuple[float, float]
         return M.NAN, M.NAN
     levels = [NormalDist().cdf(-z), NormalDist().cdf(z)]
     q = np.array([np.quantile(np.abs(centred + lam * d * n_b).sum(1) / total, levels) for lam in ECE_PATH])
+    low = max(0.0, e - float(q[0, 1]))  # ECE_PATH[0] = 0: the calibrated world, whose ECEs are the noise alone
     kept = ECE_PATH[(q[:, 0] <= e) & (e <= q[:, 1])]
     if not len(kept):
-        return 0.0, e
-    return float(kept.min() * e), float(kept.max() * e)
+        return (0.0, e) if e < q[0, 0] else (low, float(ECE_PATH[-1] * e))
+    return low, float(kept.max() * e)
 
 
 # ---------------------------------------------------------------- per-group rates with prompt clusters
