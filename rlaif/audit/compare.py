@@ -26,6 +26,7 @@ import numpy as np
 from rlaif.audit import metrics as M
 from rlaif.audit.fingerprint import what_changed
 from rlaif.audit.judging import AuditRecord
+from rlaif.audit.resampling import Resamples
 from rlaif.errors import InputError
 from rlaif.records import content_key
 
@@ -99,16 +100,9 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
-def _ci(stat, arrays, clusters, n_boot, seed) -> list:
-    low, high = M.bootstrap_ci(stat, *arrays, n_boot=n_boot, seed=seed, **_clustering(clusters))
+def _ci(stat, arrays, boot: Resamples) -> list:
+    low, high = boot.ci(stat, *arrays)
     return [_num(low), _num(high)]
-
-
-def _clustering(clusters) -> dict:
-    """The bootstrap's resampling unit: whole prompts when some prompt holds several items, else items."""
-    if clusters is None or len(set(clusters)) == len(clusters):
-        return {}
-    return {"clusters": np.asarray(clusters)}
 
 
 def _kappa(g, p) -> float:
@@ -122,6 +116,8 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
     p_a, p_b = np.asarray(p_a, dtype=float), np.asarray(p_b, dtype=float)
     pred_a, pred_b = M.verdicts_from_p(p_a, tie_margin), M.verdicts_from_p(p_b, tie_margin)
     arrays = (gold, pred_a, pred_b)
+    # the audit's own resamples: whole prompts when some prompt holds several items; paired across every metric
+    boot = Resamples.draw(len(gold), n_boot, seed, clusters)
     acc_diff = lambda g, a, b: M.accuracy_no_ties(g, b) - M.accuracy_no_ties(g, a)  # noqa: E731
     kappa_diff = lambda g, a, b: _kappa(g, b) - _kappa(g, a)  # noqa: E731
     non_tie = gold != "tie"
@@ -130,41 +126,40 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
     n_non_tie = int(non_tie.sum())
     out: dict[str, Any] = {
         "n_paired": int(len(gold)), "n_non_tie": n_non_tie,
-        "bootstrap_unit": "prompt" if _clustering(clusters) else "item",
+        "bootstrap_unit": "item" if boot.clusters is None else "prompt",
         "accuracy_no_ties": {
             "a": _num(M.accuracy_no_ties(gold, pred_a)), "b": _num(M.accuracy_no_ties(gold, pred_b)),
-            "difference": _num(acc_diff(*arrays)), "ci95": _ci(acc_diff, arrays, clusters, n_boot, seed)},
+            "difference": _num(acc_diff(*arrays)), "ci95": _ci(acc_diff, arrays, boot)},
         "cohen_kappa": {
             "a": _num(_kappa(gold, pred_a)), "b": _num(_kappa(gold, pred_b)),
-            "difference": _num(kappa_diff(*arrays)), "ci95": _ci(kappa_diff, arrays, clusters, n_boot, seed)},
+            "difference": _num(kappa_diff(*arrays)), "ci95": _ci(kappa_diff, arrays, boot)},
         "mcnemar": {"a_right_b_wrong": a_only, "b_right_a_wrong": b_only, "both_right": int((right_a & right_b).sum()),
                     "both_wrong": int((non_tie & ~right_a & ~right_b).sum()), "p_value": float(f"{mcnemar_exact(a_only, b_only):.3g}")},
     }
     if n_non_tie >= 2:
         y = (gold[non_tie] == "A").astype(float)
         pa, pb = p_a[non_tie], p_b[non_tie]
-        cl = None if clusters is None else np.asarray(clusters)[non_tie]
         for name, fn in (("brier", M.brier), ("log_loss", M.log_loss)):
             diff = lambda yy, x, z, fn=fn: fn(yy, z) - fn(yy, x)  # noqa: E731
             out[name] = {"a": _num(fn(y, pa)), "b": _num(fn(y, pb)), "difference": _num(diff(y, pa, pb)),
-                         "ci95": _ci(diff, (y, pa, pb), cl, n_boot, seed), "lower_is_better": True}
+                         "ci95": _ci(diff, (y, pa, pb), boot.subset(non_tie)), "lower_is_better": True}
     if categories is not None:
-        out["by_category"] = _by_category(np.asarray(categories, dtype=object), arrays, clusters, n_boot, seed)
+        out["by_category"] = _by_category(np.asarray(categories, dtype=object), arrays, boot)
     out["verdict"], out["items_needed"] = _verdict(out)
     return out
 
 
-def _by_category(categories, arrays, clusters, n_boot, seed) -> dict:
+def _by_category(categories, arrays, boot: Resamples) -> dict:
     gold, pred_a, pred_b = arrays
     acc_diff = lambda g, a, b: M.accuracy_no_ties(g, b) - M.accuracy_no_ties(g, a)  # noqa: E731
     out = {}
     for key in sorted({str(c) for c in categories}):
         m = np.array([str(c) == key for c in categories])
         sub = (gold[m], pred_a[m], pred_b[m])
-        cl = None if clusters is None else np.asarray(clusters)[m]
-        units = int(m.sum()) if cl is None else len(set(cl.tolist()))
+        part = boot.subset(m)
+        units = part.units
         # a bootstrap over fewer than MIN_UNITS prompts (or items) cannot estimate the spread: no interval
-        ci = _ci(acc_diff, sub, cl, min(n_boot, 1000), seed) if units >= MIN_UNITS else [None, None]
+        ci = _ci(acc_diff, sub, part) if units >= MIN_UNITS else [None, None]
         out[key] = {"n": int(m.sum()), "units": units, "difference": _num(acc_diff(*sub)), "ci95": ci}
     return out
 

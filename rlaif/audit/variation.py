@@ -24,6 +24,7 @@ import numpy as np
 
 from rlaif.audit import metrics as M
 from rlaif.audit.judging import AuditRecord
+from rlaif.audit.resampling import Resamples
 
 __all__ = ["readings_agreement", "retest_varies", "variation_markdown"]
 
@@ -59,17 +60,17 @@ def readings_agreement(readings: dict[str, list[AuditRecord]], tie_margin: float
     gold = np.array([readings[names[0]][i].item.label for i in both], dtype=object).astype(str)
     verdicts = [M.verdicts_from_p(np.array([readings[n][i].p_a for i in both], dtype=float), tie_margin) for n in names]
     prompts = [readings[names[0]][i].item.prompt for i in both]
-    clustering = {"clusters": np.array(prompts, dtype=object)} if len(set(prompts)) < len(prompts) else {}
+    boot = Resamples.draw(len(both), n_boot, seed, prompts)  # whole prompts when some prompt holds several items
 
     def with_ci(stat, *arrays) -> dict:
-        low, high = M.bootstrap_ci(stat, *arrays, n_boot=n_boot, seed=seed, **clustering) if len(both) else (np.nan, np.nan)
+        low, high = boot.ci(stat, *arrays) if len(both) else (np.nan, np.nan)
         return {"value": _num(stat(*arrays)) if len(both) else None, "ci95": [_num(low), _num(high)]}
 
     per_reading = {n: with_ci(M.accuracy_no_ties, gold, v) for n, v in zip(names, verdicts)}
     values = [e["value"] for e in per_reading.values() if e["value"] is not None]
     return {
         "readings": names, "n_items": n_items, "n_judged_in_all": len(both),
-        "bootstrap_unit": "prompt" if clustering else "item",
+        "bootstrap_unit": "item" if boot.clusters is None else "prompt",
         "accuracy_no_ties": per_reading,
         "accuracy_spread": _num(max(values) - min(values)) if values else None,
         "share_verdict_changes": with_ci(_changed, *verdicts),
