@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth-items", type=int, default=200_000, help="items of the sample the truth is computed on")
     ap.add_argument("--no-compare", action="store_true", help="skip the judge-vs-judge comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="keep the results --out already holds for the same design, size, "
+                    "audits, resamples and seed (a run stopped half way goes on where it stopped)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/audit_selfcheck.json"))
     args = ap.parse_args(argv)
 
@@ -52,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                                  "seconds": round(time.perf_counter() - start, 1)}
         print(f"truth for {name}: {report['truths'][key]['seconds']} s", file=sys.stderr, flush=True)
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    done = {(r["design_key"], r["n"]): r for r in previous.get("results", []) if args.resume
+            and (r["sims"], r["n_boot"], r.get("seed")) == (args.sims, args.bootstrap, args.seed)}
     for n in args.sizes:  # size by size, so that a partial run has every design at the small sizes
         for name in args.designs:
+            if (name, n) in done:
+                report["results"].append(done[(name, n)])
+                continue
             truths = report["truths"][f"{name}/{args.truth_items}/{args.seed}"]["values"]
             start = time.perf_counter()
 
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = S.simulate(S.DESIGNS[name], S.JUDGES, n, args.sims, truths, n_boot=args.bootstrap,
                                 seed=args.seed * 1_000_003 + n, compare=not args.no_compare, progress=progress)
-            result["design_key"], result["seconds"] = name, round(time.perf_counter() - start, 1)
+            result["design_key"], result["seconds"], result["seed"] = name, round(time.perf_counter() - start, 1), args.seed
             report["results"].append(result)
             args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     print("\n".join(S.coverage_table(report["results"])))
