@@ -81,11 +81,65 @@ def test_clustered_wilson():
     hits = np.array([1.0] * 30 + [0.0] * 10)
     ones = np.ones(40)
     assert R.clustered_wilson(hits, ones) == pytest.approx(M.wilson_interval(30, 40))
+
+    def wilson(rate, n_eff, z):
+        centre, half = (rate + z * z / (2 * n_eff)) / (1 + z * z / n_eff), z * math.sqrt(rate * (1 - rate) / n_eff + z * z / (4 * n_eff ** 2)) / (1 + z * z / n_eff)
+        return centre - half, centre + half
+
+    # one item a prompt: the normal quantile, and only the C / (C - 1) small-sample factor as design effect
+    assert R.clustered_wilson(hits, ones, np.arange(40)) == pytest.approx(wilson(0.75, 39, 1.959964))
     mixed = np.arange(40) % 10  # prompts with hits and misses alike: hardly any design effect
     together = np.repeat(np.arange(8), 5)  # prompts all right or all wrong: 8 independent readings, not 40
     narrow, wide = R.clustered_wilson(hits, ones, mixed), R.clustered_wilson(hits, ones, together)
     assert wide[1] - wide[0] > 1.5 * (narrow[1] - narrow[0])
-    assert all(math.isnan(x) for x in R.clustered_wilson(hits, ones, np.zeros(40)))
+    # 8 prompts all right or all wrong: the rate of 8 readings, with t on 7 degrees of freedom
+    assert wide == pytest.approx(wilson(0.75, 7, M.t_quantile(0.975, 7)))  # design effect 40 / 7 (C / (C - 1) = 8 / 7)
+    for few in (np.zeros(40), np.arange(40) % 4):  # 1 and 4 prompts: too few to estimate the spread
+        assert all(math.isnan(x) for x in R.clustered_wilson(hits, ones, few))
+
+
+def test_jackknife_t_interval():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.3, 1.0, 30)
+    boot = R.Resamples.draw(30, 50, seed=1)  # under 100 resamples: the jackknife is still taken
+    low, high = boot.jackknife_t_ci(lambda W: R.ratio(W, x))
+    half = M.t_quantile(0.975, 29) * x.std(ddof=1) / math.sqrt(30)  # for a mean: exactly the one-sample t interval
+    assert (low, high) == pytest.approx((x.mean() - half, x.mean() + half))
+    prompts = np.repeat(np.arange(10), 3)  # whole prompts left out: the t interval of the 10 prompt means
+    low, high = R.Resamples.draw(30, 50, seed=1, prompts=[f"p{c}" for c in prompts]).jackknife_t_ci(lambda W: R.ratio(W, x))
+    means = x.reshape(10, 3).mean(1)
+    half = M.t_quantile(0.975, 9) * means.std(ddof=1) / math.sqrt(10)
+    assert (low, high) == pytest.approx((means.mean() - half, means.mean() + half))
+    few = R.Resamples.draw(4, 50, seed=1)
+    assert all(math.isnan(v) for v in few.jackknife_t_ci(lambda W: R.ratio(W, x[:4])))
+
+
+def test_ece_interval_bounds_cover_calibrated_and_overconfident_judges():
+    """The ECE interval's two bounds hold whatever the truth: a calibrated judge (true ECE 0) and an overconfident
+    one (true ECE from 400,000 items) are covered in nearly every sample, and the overconfident judge's interval
+    lies above 0 (the bounds are not vacuous)."""
+    rng = np.random.default_rng(11)
+
+    def judge(n, temperature):
+        truth_p = 1 / (1 + np.exp(-rng.normal(0.0, 1.5, n)))  # P(A better), as the humans decide
+        y = (rng.random(n) < truth_p).astype(float)
+        logit = np.log(truth_p / (1 - truth_p))
+        return y, 1 / (1 + np.exp(-temperature * logit))
+
+    y_big, p_big = judge(400_000, 2.0)
+    truths = {1.0: 0.0, 2.0: M.expected_calibration_error(y_big, p_big)}
+    assert truths[2.0] > 0.05
+    for temperature, true in truths.items():
+        covered, above_zero = 0, 0
+        for seed in range(60):
+            y, p = judge(300, temperature)
+            low, high = R.ece_interval(y, p, R.Resamples.draw(300, 1000, seed))
+            assert 0.0 <= low <= M.expected_calibration_error(y, p) <= high
+            covered += low <= true <= high
+            above_zero += low > 0
+        assert covered >= 55, (temperature, covered)
+        if temperature == 2.0:
+            assert above_zero >= 45, above_zero
 
 
 # ---------------------------------------------------------------- the self-check, CI-sized
@@ -102,7 +156,7 @@ CHECKED = ["accuracy_no_ties", "accuracy_with_ties", "cohen_kappa", "brier", "lo
 @pytest.fixture(scope="module")
 def selfcheck() -> dict:
     truths = S.truth(DESIGN, JUDGES, n_items=20_000, seed=7)
-    return S.simulate(DESIGN, JUDGES, N, SIMS, truths, n_boot=N_BOOT, seed=1, compare=False)
+    return S.simulate(DESIGN, JUDGES, N, SIMS, truths, n_boot=N_BOOT, seed=1, compare=True)
 
 
 def test_intervals_cover_the_truth(selfcheck):
@@ -122,6 +176,17 @@ def test_intervals_cover_the_truth(selfcheck):
     assert min(rates.values()) >= 0.85, rates
     assert sum(rates.values()) / len(rates) >= 0.92, rates
     assert max(rates.values()) <= 0.995, f"far too wide: {rates}"
+
+
+def test_compare_intervals_cover_the_paired_differences(selfcheck):
+    """`rlaif audit compare`'s paired intervals (plain judge vs biased judge on the same items) cover the true
+    differences; per category only where a category holds 5 prompts or more."""
+    coverage = selfcheck["coverage"]["compare"]
+    for family in ("compare accuracy_no_ties difference", "compare cohen_kappa difference", "compare brier difference"):
+        c = coverage[family]
+        assert c["total"] == SIMS and c["coverage"] >= 0.85, (family, c)
+    per_category = coverage["compare by_category accuracy difference"]
+    assert per_category["total"] >= SIMS and per_category["coverage"] >= 0.85, per_category
 
 
 def test_bias_flags_detect_planted_biases_and_rarely_fire_without(selfcheck):

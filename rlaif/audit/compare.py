@@ -4,10 +4,11 @@ Every audit folder holds `items.jsonl`, one row per gold item (its content hash,
 label and the judge's P(A better)). Two audits are paired on the items both judged (same content hash), so
 everything that does not change between them (the item's difficulty, its prompt) cancels out:
 
-- differences B - A in accuracy (no ties) and Cohen's kappa, with paired bootstrap 95% intervals (the same
-  resampled items for both judges; resampling whole prompts when gold items share one, as the audit does);
+- differences B - A in accuracy (no ties) and Cohen's kappa, with paired 95% intervals: the difference +- Student's t
+  times its jackknife standard error, leaving out one prompt at a time when gold items share prompts (else one
+  item, or one of 400 groups of items);
 - an exact McNemar test on the discordant items (one judge right, the other wrong);
-- Brier and log-loss differences on the soft labels (non-tie gold items), paired bootstrap intervals;
+- Brier and log-loss differences on the soft labels (non-tie gold items), the same kind of interval;
 - per-category differences with intervals;
 - a plain verdict, and when no difference is detectable, about how many items would detect the observed
   one with 80% power (the McNemar sample size from the discordance rate, Connor 1987).
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from rlaif.audit import metrics as M
+from rlaif.audit import resampling as R
 from rlaif.audit.fingerprint import what_changed
 from rlaif.audit.judging import AuditRecord
 from rlaif.audit.resampling import Resamples
@@ -34,7 +36,7 @@ __all__ = ["ITEMS", "item_rows", "load_audit", "pair_rows", "compare_arrays", "m
            "compare_audits", "baseline_check", "compare_markdown", "write_compare"]
 
 ITEMS = "items.jsonl"
-MIN_UNITS = 5
+MIN_UNITS = R.MIN_UNITS
 """Fewest resampling units (prompts, or items when no prompt repeats) a per-category interval is drawn from."""
 
 
@@ -100,8 +102,11 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
-def _ci(stat, arrays, boot: Resamples) -> list:
-    low, high = boot.ci(stat, *arrays)
+def _ci(stat, boot: Resamples) -> list:
+    """The interval of a paired difference stat(W) (the vectorized metrics of `resampling`): estimate +- t times its
+    delete-a-prompt jackknife standard error (Resamples.jackknife_t_ci; the percentile bootstrap of a difference was
+    too narrow with few prompts)."""
+    low, high = boot.jackknife_t_ci(stat)
     return [_num(low), _num(high)]
 
 
@@ -120,6 +125,8 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
     boot = Resamples.draw(len(gold), n_boot, seed, clusters)
     acc_diff = lambda g, a, b: M.accuracy_no_ties(g, b) - M.accuracy_no_ties(g, a)  # noqa: E731
     kappa_diff = lambda g, a, b: _kappa(g, b) - _kappa(g, a)  # noqa: E731
+    acc_w = lambda W: R.accuracy_no_ties(gold, pred_b, W) - R.accuracy_no_ties(gold, pred_a, W)  # noqa: E731
+    kappa_w = lambda W: R.cohen_kappa(gold, pred_b, W) - R.cohen_kappa(gold, pred_a, W)  # noqa: E731
     non_tie = gold != "tie"
     right_a, right_b = (pred_a == gold) & non_tie, (pred_b == gold) & non_tie
     a_only, b_only = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
@@ -129,20 +136,21 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
         "bootstrap_unit": "item" if boot.clusters is None else "prompt",
         "accuracy_no_ties": {
             "a": _num(M.accuracy_no_ties(gold, pred_a)), "b": _num(M.accuracy_no_ties(gold, pred_b)),
-            "difference": _num(acc_diff(*arrays)), "ci95": _ci(acc_diff, arrays, boot)},
+            "difference": _num(acc_diff(*arrays)), "ci95": _ci(acc_w, boot)},
         "cohen_kappa": {
             "a": _num(_kappa(gold, pred_a)), "b": _num(_kappa(gold, pred_b)),
-            "difference": _num(kappa_diff(*arrays)), "ci95": _ci(kappa_diff, arrays, boot)},
+            "difference": _num(kappa_diff(*arrays)), "ci95": _ci(kappa_w, boot)},
         "mcnemar": {"a_right_b_wrong": a_only, "b_right_a_wrong": b_only, "both_right": int((right_a & right_b).sum()),
                     "both_wrong": int((non_tie & ~right_a & ~right_b).sum()), "p_value": float(f"{mcnemar_exact(a_only, b_only):.3g}")},
     }
     if n_non_tie >= 2:
         y = (gold[non_tie] == "A").astype(float)
         pa, pb = p_a[non_tie], p_b[non_tie]
-        for name, fn in (("brier", M.brier), ("log_loss", M.log_loss)):
-            diff = lambda yy, x, z, fn=fn: fn(yy, z) - fn(yy, x)  # noqa: E731
-            out[name] = {"a": _num(fn(y, pa)), "b": _num(fn(y, pb)), "difference": _num(diff(y, pa, pb)),
-                         "ci95": _ci(diff, (y, pa, pb), boot.subset(non_tie)), "lower_is_better": True}
+        sub = boot.subset(non_tie)
+        for name, fn, fn_w in (("brier", M.brier, R.brier), ("log_loss", M.log_loss, R.log_loss)):
+            diff_w = lambda W, fn_w=fn_w: fn_w(y, pb, W) - fn_w(y, pa, W)  # noqa: E731
+            out[name] = {"a": _num(fn(y, pa)), "b": _num(fn(y, pb)), "difference": _num(fn(y, pb) - fn(y, pa)),
+                         "ci95": _ci(diff_w, sub), "lower_is_better": True}
     if categories is not None:
         out["by_category"] = _by_category(np.asarray(categories, dtype=object), arrays, boot)
     out["verdict"], out["items_needed"] = _verdict(out)
@@ -158,8 +166,9 @@ def _by_category(categories, arrays, boot: Resamples) -> dict:
         sub = (gold[m], pred_a[m], pred_b[m])
         part = boot.subset(m)
         units = part.units
-        # a bootstrap over fewer than MIN_UNITS prompts (or items) cannot estimate the spread: no interval
-        ci = _ci(acc_diff, sub, part) if units >= MIN_UNITS else [None, None]
+        diff_w = lambda W, g=sub[0], a=sub[1], b=sub[2]: R.accuracy_no_ties(g, b, W) - R.accuracy_no_ties(g, a, W)  # noqa: E731
+        # fewer than MIN_UNITS prompts (or items) cannot estimate the spread: no interval
+        ci = _ci(diff_w, part) if units >= MIN_UNITS else [None, None]
         out[key] = {"n": int(m.sum()), "units": units, "difference": _num(acc_diff(*sub)), "ci95": ci}
     return out
 
@@ -289,8 +298,9 @@ def compare_markdown(result: dict, plots: list[str]) -> str:
              f"{result['unpaired_items']} items were judged by only one. What changed: "
              f"{', '.join(result['changed']) or 'neither the judge nor the gold set'}.", "",
              f"**Verdict.** {result['verdict']}", "",
-             f"Differences are B - A, with paired bootstrap 95% intervals ({result['bootstrap_resamples']} resamples "
-             f"of {'whole prompts' if result['bootstrap_unit'] == 'prompt' else 'items'}).", "",
+             "Differences are B - A, with paired 95% intervals: the difference +- Student's t times its jackknife "
+             f"standard error, leaving out one {'prompt' if result['bootstrap_unit'] == 'prompt' else 'item'} (or one "
+             "group of them) at a time.", "",
              "| metric | A | B | B - A [95% CI] |", "|---|---|---|---|"]
     for key in ("accuracy_no_ties", "cohen_kappa", "brier", "log_loss"):
         if key in result:
@@ -307,7 +317,7 @@ def compare_markdown(result: dict, plots: list[str]) -> str:
         lines += ["## By category (accuracy, B - A)", "", "| category | n | resampling units | B - A [95% CI] |",
                   "|---|---|---|---|"]
         lines += [f"| {k} | {v['n']} | {v['units']} | {_fmt(v)} |" for k, v in result["by_category"].items()]
-        lines += ["", f"No interval where a category has fewer than {MIN_UNITS} resampling units: a bootstrap over so "
+        lines += ["", f"No interval where a category has fewer than {MIN_UNITS} prompts (or items when no prompt repeats): so "
                   "few cannot estimate the spread.", ""]
     lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -330,7 +340,7 @@ def _category_plot(result: dict, out: Path) -> list[str]:
     lows = np.array([v["ci95"][0] if v["ci95"][0] is not None else v["difference"] for _, v in rows])
     highs = np.array([v["ci95"][1] if v["ci95"][1] is not None else v["difference"] for _, v in rows])
     ax.errorbar(diffs[has], ys[has], xerr=[(diffs - lows)[has], (highs - diffs)[has]], fmt="o", capsize=3,
-                label="paired bootstrap 95% interval")
+                label="paired 95% interval (jackknife, t)")
     if (~has).any():
         ax.plot(diffs[~has], ys[~has], "o", color="grey", markerfacecolor="white",
                 label=f"no interval: fewer than {MIN_UNITS} {'prompts' if result['bootstrap_unit'] == 'prompt' else 'items'}")

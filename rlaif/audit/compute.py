@@ -8,9 +8,10 @@ on all judged items. Calibration is measured on the non-tie items, against P(A b
 Intervals: every bootstrap interval of one audit is read from the same resamples (`resampling.Resamples`): whole
 prompts when some prompt holds several gold items (the PandaLM test set: 999 items over 170 prompts), else items;
 `bootstrap_unit` says which. Percentile intervals, expanded for few resampled units (Student's t), bias-corrected
-and accelerated (metrics.percentile_interval), except ECE (the plug-in ECE is biased upwards: a triangle-inequality
-lower bound and a test-inversion upper bound, resampling.ece_interval) and the per-category / per-principle
-accuracies (Wilson on the effective sample size of the prompt clusters, with Student's t). The Wilson intervals of
+and accelerated (metrics.percentile_interval), except ECE (the plug-in ECE is biased upwards: a lower and an upper
+bound that each hold whatever the truth, so the interval is conservative, resampling.ece_interval) and the
+per-category / per-principle accuracies (Wilson on the effective sample size of the prompt clusters, with Student's
+t; none below 5 prompts). The Wilson intervals of
 the coverage-curve rows (agreement on the items kept above a confidence threshold) treat items as independent even
 when prompts repeat: read them as descriptive.
 `benchmarks/audit_selfcheck.py` measures how often each interval covers the truth on synthetic audits.
@@ -83,8 +84,9 @@ def _calibration(gold, p_a, boot: R.Resamples, seed: int) -> dict:
     return {
         "n": int(len(y)),
         "ece": _entry(M.expected_calibration_error(y, p), R.ece_interval(y, p, sub)),
-        "ece_interval_method": ("the plug-in ECE is biased upwards: lower bound ECE minus the 97.5% ECE of noise alone, upper "
-                                "bound by bootstrap test inversion (rlaif/audit/resampling.py ece_interval)"),
+        "ece_interval_method": ("the plug-in ECE is biased upwards: two bounds that each fail at most ~2.5% of the time, so the "
+                                "interval is conservative (lower: ECE minus the noise's ECE, upper: ECE plus a linear bound "
+                                "on the noise; rlaif/audit/resampling.py ece_interval)"),
         "brier": _entry(M.brier(y, p), sub.stat_ci(lambda W: R.brier(y, p, W))),
         "log_loss": _entry(M.log_loss(y, p), sub.stat_ci(lambda W: R.log_loss(y, p, W))),
         "reliability": M.flag_sparse_bins(M.reliability_bins(y, p, n_bins=10), len(y)),

@@ -6,6 +6,8 @@ import html
 import json
 from pathlib import Path
 
+from rlaif.audit.resampling import MIN_UNITS
+
 __all__ = ["write_report", "gate", "markdown_html"]
 
 
@@ -212,6 +214,9 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
         lines += [f"## {title}", "", "| group | n | accuracy_no_ties [Wilson 95% CI] | cohen_kappa |", "|---|---|---|---|"]
         lines += [f"| {g} | {row['n']} | {_fmt({'value': row['accuracy_no_ties'], 'ci95': row['accuracy_no_ties_ci95']})} | "
                   f"{_fmt(row['cohen_kappa'])} |" for g, row in table.items()]
+        if any(row["accuracy_no_ties"] is not None and row["accuracy_no_ties_ci95"][0] is None for row in table.values()):
+            lines += ["", f"No interval where a group's items share fewer than {MIN_UNITS} prompts: so few prompts cannot "
+                      "estimate the spread."]
         lines.append("")
     if meta.get("gate"):
         lines += ["## Gate", "", f"{meta['gate']['verdict']}: {meta['gate']['detail']}", ""]
