@@ -8,7 +8,7 @@ bootstrap resamples, plus the two judges compared by `compare_arrays`. The truth
 one sample of --truth-items items from the generator. Prints the coverage table (markdown) and the flag rates, and
 writes everything to --out (JSON).
 
-    .venv/bin/python benchmarks/audit_selfcheck.py --sims 500 --sizes 100 300 1000 --out benchmarks/out/audit_selfcheck.json
+    .venv/bin/python benchmarks/audit_selfcheck.py --sims 1000 --sizes 100 300 1000 --jobs 2 --out benchmarks/out/audit_selfcheck.json
 """
 
 from __future__ import annotations
@@ -17,9 +17,24 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from rlaif.audit import selfcheck as S
+
+
+def _cell(name: str, n: int, args: argparse.Namespace, truths: dict) -> dict:
+    """The simulated audits of one design and size (run in a worker process)."""
+    start = time.perf_counter()
+
+    def progress(done: int) -> None:
+        if done % 100 == 0 or done == args.sims:
+            print(f"{name} n={n}: {done}/{args.sims} audits, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+    result = S.simulate(S.DESIGNS[name], S.JUDGES, n, args.sims, truths, n_boot=args.bootstrap,
+                        seed=args.seed * 1_000_003 + n, compare=not args.no_compare, progress=progress)
+    result["design_key"], result["seconds"], result["seed"] = name, round(time.perf_counter() - start, 1), args.seed
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth-items", type=int, default=200_000, help="items of the sample the truth is computed on")
     ap.add_argument("--no-compare", action="store_true", help="skip the judge-vs-judge comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="design and size cells simulated at once, one process each "
+                    "(default: %(default)s)")
     ap.add_argument("--resume", action="store_true", help="keep the results --out already holds for the same design, size, "
                     "audits, resamples and seed (a run stopped half way goes on where it stopped)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/audit_selfcheck.json"))
@@ -56,23 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     done = {(r["design_key"], r["n"]): r for r in previous.get("results", []) if args.resume
             and (r["sims"], r["n_boot"], r.get("seed")) == (args.sims, args.bootstrap, args.seed)}
-    for n in args.sizes:  # size by size, so that a partial run has every design at the small sizes
-        for name in args.designs:
-            if (name, n) in done:
-                report["results"].append(done[(name, n)])
-                continue
-            truths = report["truths"][f"{name}/{args.truth_items}/{args.seed}"]["values"]
-            start = time.perf_counter()
-
-            def progress(done: int, n: int = n, start: float = start, name: str = name) -> None:
-                if done % 50 == 0 or done == args.sims:
-                    print(f"{name} n={n}: {done}/{args.sims} audits, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-
-            result = S.simulate(S.DESIGNS[name], S.JUDGES, n, args.sims, truths, n_boot=args.bootstrap,
-                                seed=args.seed * 1_000_003 + n, compare=not args.no_compare, progress=progress)
-            result["design_key"], result["seconds"], result["seed"] = name, round(time.perf_counter() - start, 1), args.seed
-            report["results"].append(result)
+    cells = [(name, n) for n in args.sizes for name in args.designs]  # size by size: a partial run has the small sizes
+    todo = [cell for cell in cells if cell not in done]
+    finished = dict(done)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # the costliest cells first
+        futures = {pool.submit(_cell, name, n, args, report["truths"][f"{name}/{args.truth_items}/{args.seed}"]["values"]):
+                   (name, n) for name, n in sorted(todo, key=lambda c: -c[1])}
+        for future in as_completed(futures):
+            finished[futures[future]] = future.result()
+            report["results"] = [finished[c] for c in cells if c in finished]
             args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    report["results"] = [finished[c] for c in cells]
     print("\n".join(S.coverage_table(report["results"])))
     print()
     print("| design | n | judge | " + " | ".join(f"{f} flagged" for f in ("position_bias", "length_bias")) + " |")
