@@ -312,7 +312,7 @@ def compare_markdown(result: dict, plots: list[str]) -> str:
               f"| {mc['both_right']} | {mc['a_right_b_wrong']} | {mc['b_right_a_wrong']} | {mc['both_wrong']} | {mc['p_value']} |", ""]
     if result["bootstrap_unit"] == "prompt":
         lines += ["McNemar's test and the sample size treat items as independent; here gold items share prompts, so both "
-                  "are optimistic, and the interval (which resamples whole prompts) is the figure to go by.", ""]
+                  "are optimistic, and the interval (whose unit is the whole prompt) is the figure to go by.", ""]
     if result.get("by_category"):
         lines += ["## By category (accuracy, B - A)", "", "| category | n | resampling units | B - A [95% CI] |",
                   "|---|---|---|---|"]
