@@ -102,18 +102,18 @@ def test_compare_arrays_verdicts():
     truth = np.where(gold == "A", 0.8, 0.2)
     good = np.where(rng.random(n) < 0.9, truth, 1 - truth)
     bad = np.where(rng.random(n) < 0.6, truth, 1 - truth)
-    better = compare_arrays(gold, bad, good, n_boot=500)
+    better = compare_arrays(gold, bad, good)
     acc = better["accuracy_no_ties"]
     assert acc["difference"] == pytest.approx(acc["b"] - acc["a"], abs=1e-4) and acc["ci95"][0] > 0
     assert better["verdict"].startswith("B is better by") and better["mcnemar"]["p_value"] < 1e-6
     assert better["brier"]["difference"] < 0 and better["log_loss"]["difference"] < 0
     mc = better["mcnemar"]
     assert mc["both_right"] + mc["both_wrong"] + mc["a_right_b_wrong"] + mc["b_right_a_wrong"] == n
-    worse = compare_arrays(gold, good, bad, n_boot=500)
+    worse = compare_arrays(gold, good, bad)
     assert worse["verdict"].startswith("A is better by")
     redraw = np.where(rng.random(n) < 0.9, truth, 1 - truth)
     twin = np.where(rng.random(n) < 0.9, good, redraw)  # the same judge with 10% of its readings drawn again
-    same = compare_arrays(gold, good, twin, n_boot=500)
+    same = compare_arrays(gold, good, twin)
     assert same["verdict"].startswith("No detectable difference")
     assert same["accuracy_no_ties"]["ci95"][0] <= 0 <= same["accuracy_no_ties"]["ci95"][1]
     if same["accuracy_no_ties"]["difference"]:

@@ -114,15 +114,15 @@ def _kappa(g, p) -> float:
     return M.cohen_kappa(g, p, labels=["A", "B", "tie"])
 
 
-def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: float = 0.0, n_boot: int = 2000,
-                   seed: int = 0) -> dict:
+def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: float = 0.0) -> dict:
     """Judge A (P(A better) `p_a`) against judge B (`p_b`) on the same gold items: differences are B - A."""
     gold = np.asarray(gold, dtype=object).astype(str)
     p_a, p_b = np.asarray(p_a, dtype=float), np.asarray(p_b, dtype=float)
     pred_a, pred_b = M.verdicts_from_p(p_a, tie_margin), M.verdicts_from_p(p_b, tie_margin)
     arrays = (gold, pred_a, pred_b)
-    # the audit's own resamples: whole prompts when some prompt holds several items; paired across every metric
-    boot = Resamples.draw(len(gold), n_boot, seed, clusters)
+    # the audit's resampling unit (whole prompts when some prompt holds several items), for the jackknife alone:
+    # no bootstrap resamples are drawn
+    boot = Resamples.draw(len(gold), 0, 0, clusters)
     acc_diff = lambda g, a, b: M.accuracy_no_ties(g, b) - M.accuracy_no_ties(g, a)  # noqa: E731
     kappa_diff = lambda g, a, b: _kappa(g, b) - _kappa(g, a)  # noqa: E731
     acc_w = lambda W: R.accuracy_no_ties(gold, pred_b, W) - R.accuracy_no_ties(gold, pred_a, W)  # noqa: E731
@@ -133,7 +133,7 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
     n_non_tie = int(non_tie.sum())
     out: dict[str, Any] = {
         "n_paired": int(len(gold)), "n_non_tie": n_non_tie,
-        "bootstrap_unit": "item" if boot.clusters is None else "prompt",
+        "resampling_unit": "item" if boot.clusters is None else "prompt",
         "accuracy_no_ties": {
             "a": _num(M.accuracy_no_ties(gold, pred_a)), "b": _num(M.accuracy_no_ties(gold, pred_b)),
             "difference": _num(acc_diff(*arrays)), "ci95": _ci(acc_w, boot)},
@@ -199,7 +199,7 @@ def _arrays(pairs: list[tuple[dict, dict]]):
             [a.get("category") or "(none)" for a, _ in pairs])
 
 
-def compare_audits(path_a: str | Path, path_b: str | Path, n_boot: int = 2000, seed: int = 0) -> dict:
+def compare_audits(path_a: str | Path, path_b: str | Path) -> dict:
     """Compare two audit folders on the gold items both judged."""
     meta_a, rows_a, folder_a = load_audit(path_a)
     meta_b, rows_b, folder_b = load_audit(path_b)
@@ -212,7 +212,7 @@ def compare_audits(path_a: str | Path, path_b: str | Path, n_boot: int = 2000, s
         raise InputError(f"{folder_a} and {folder_b} share no judged gold item: compare audits of the same gold set")
     gold, pa, pb, clusters, cats = _arrays(pairs)
     tie_margin = float(meta_a.get("tie_margin") or 0.0)
-    result = compare_arrays(gold, pa, pb, clusters, cats, tie_margin=tie_margin, n_boot=n_boot, seed=seed)
+    result = compare_arrays(gold, pa, pb, clusters, cats, tie_margin=tie_margin)
     fp = lambda m: (m.get("fingerprint") or {}).get("judge", {})  # noqa: E731
     result.update({
         "a": {"folder": str(folder_a), "judge": meta_a.get("judge"), "judge_fingerprint": fp(meta_a),
@@ -220,7 +220,7 @@ def compare_audits(path_a: str | Path, path_b: str | Path, n_boot: int = 2000, s
         "b": {"folder": str(folder_b), "judge": meta_b.get("judge"), "judge_fingerprint": fp(meta_b),
               "n_items": len(rows_b)},
         "changed": what_changed(meta_a, meta_b), "gold": meta_a.get("gold"), "tie_margin": tie_margin,
-        "unpaired_items": len(rows_a) + len(rows_b) - 2 * len(pairs), "bootstrap_resamples": n_boot,
+        "unpaired_items": len(rows_a) + len(rows_b) - 2 * len(pairs),
     })
     return result
 
@@ -235,8 +235,7 @@ def _judge_changes(old: dict, new: dict) -> str:
     return "; ".join(f"{k}: {shown.get(k, str)(a.get(k))} -> {shown.get(k, str)(b.get(k))}" for k in fields)
 
 
-def baseline_check(new_metrics: dict, new_rows: list[dict], baseline: str | Path, max_drop: float = 0.0,
-                   n_boot: int = 2000, seed: int = 0) -> dict:
+def baseline_check(new_metrics: dict, new_rows: list[dict], baseline: str | Path, max_drop: float = 0.0) -> dict:
     """The change in agreement against an earlier audit; `passed` is False when agreement dropped by more than
     `max_drop` beyond the noise (the 95% interval of the change lies wholly below -max_drop).
 
@@ -248,8 +247,7 @@ def baseline_check(new_metrics: dict, new_rows: list[dict], baseline: str | Path
     out: dict[str, Any] = {"baseline": str(baseline), "changed": changed, "max_drop": max_drop}
     if pairs:
         gold, p_old, p_new, clusters, cats = _arrays(pairs)
-        result = compare_arrays(gold, p_old, p_new, clusters, tie_margin=float(new_metrics.get("tie_margin") or 0.0),
-                                n_boot=n_boot, seed=seed)
+        result = compare_arrays(gold, p_old, p_new, clusters, tie_margin=float(new_metrics.get("tie_margin") or 0.0))
         acc = result["accuracy_no_ties"]
         out.update({"paired": True, "n_paired": result["n_paired"], "old": acc["a"], "new": acc["b"],
                     "change": acc["difference"], "ci95": acc["ci95"], "mcnemar_p": result["mcnemar"]["p_value"],
@@ -299,7 +297,7 @@ def compare_markdown(result: dict, plots: list[str]) -> str:
              f"{', '.join(result['changed']) or 'neither the judge nor the gold set'}.", "",
              f"**Verdict.** {result['verdict']}", "",
              "Differences are B - A, with paired 95% intervals: the difference +- Student's t times its jackknife "
-             f"standard error, leaving out one {'prompt' if result['bootstrap_unit'] == 'prompt' else 'item'} (or one "
+             f"standard error, leaving out one {'prompt' if result['resampling_unit'] == 'prompt' else 'item'} (or one "
              "group of them) at a time.", "",
              "| metric | A | B | B - A [95% CI] |", "|---|---|---|---|"]
     for key in ("accuracy_no_ties", "cohen_kappa", "brier", "log_loss"):
@@ -310,7 +308,7 @@ def compare_markdown(result: dict, plots: list[str]) -> str:
     mc = result["mcnemar"]
     lines += ["", "| both right | A right, B wrong | B right, A wrong | both wrong | exact McNemar p |", "|---|---|---|---|---|",
               f"| {mc['both_right']} | {mc['a_right_b_wrong']} | {mc['b_right_a_wrong']} | {mc['both_wrong']} | {mc['p_value']} |", ""]
-    if result["bootstrap_unit"] == "prompt":
+    if result["resampling_unit"] == "prompt":
         lines += ["McNemar's test and the sample size treat items as independent; here gold items share prompts, so both "
                   "are optimistic, and the interval (whose unit is the whole prompt) is the figure to go by.", ""]
     if result.get("by_category"):
@@ -343,14 +341,14 @@ def _category_plot(result: dict, out: Path) -> list[str]:
                 label="paired 95% interval (jackknife, t)")
     if (~has).any():
         ax.plot(diffs[~has], ys[~has], "o", color="grey", markerfacecolor="white",
-                label=f"no interval: fewer than {MIN_UNITS} {'prompts' if result['bootstrap_unit'] == 'prompt' else 'items'}")
+                label=f"no interval: fewer than {MIN_UNITS} {'prompts' if result['resampling_unit'] == 'prompt' else 'items'}")
     overall = result["accuracy_no_ties"]
     ax.axvline(0, color="k", lw=1)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     if overall["difference"] is not None:
         ax.axvline(overall["difference"], color="tab:red", ls="--", lw=1, label=f"all items: {overall['difference']:+.3f}")
     ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=1, frameon=False)
-    unit = "prompts" if result["bootstrap_unit"] == "prompt" else "items"
+    unit = "prompts" if result["resampling_unit"] == "prompt" else "items"
     ax.set_yticks(ys, [f"{k} (n={v['n']}, {v['units']} {unit})" if unit == "prompts" else f"{k} (n={v['n']})"
                        for k, v in rows], fontsize=8)
     ax.set_xlabel("accuracy B - A")

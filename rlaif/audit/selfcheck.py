@@ -230,7 +230,7 @@ def _audit_all(sample: GoldSample, judges: dict[str, SimJudge], n_boot: int, see
     if compare and len(judges) == 2:
         a, b = list(judges)
         out["compare"] = compare_arrays(sample.label, sample.p_a(a), sample.p_a(b), clusters=sample.prompt,
-                                        categories=[f"c{c}" for c in sample.category], n_boot=n_boot, seed=seed)
+                                        categories=[f"c{c}" for c in sample.category])
     return out
 
 

@@ -90,7 +90,7 @@ def _audit(args: argparse.Namespace, judge_spec: str, out: Path, variations: boo
     if variations and args.baseline:
         from rlaif.audit.compare import baseline_check
 
-        base = baseline_check(metrics, rows, args.baseline, args.max_drop, args.bootstrap, args.seed)
+        base = baseline_check(metrics, rows, args.baseline, args.max_drop)
         metrics["baseline"] = base
         sections += ["## Against the baseline", "", f"Baseline: {base['baseline']}.", "", f"**{base['verdict']}**: {base['detail']}", ""]
         if not base["passed"]:
@@ -188,7 +188,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         folder = out / f"{side}-{path.stem}"
         _audit(args, given, folder, variations=False)
         folders.append(folder)
-    result = compare_audits(folders[0], folders[1], n_boot=args.bootstrap, seed=args.seed)
+    result = compare_audits(folders[0], folders[1])
     files = write_compare(out, result)
     print(files["compare.md"].read_text().split("## By category")[0])
     print("files: " + ", ".join(str(p) for p in files.values()))
