@@ -252,7 +252,7 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                     "or match the labels of an earlier `rlaif label` run (--labels), then report agreement (accuracy, Cohen's "
                     "kappa, the human-human ceiling, trivial baselines), calibration (ECE, Brier, log-loss, reliability diagram, "
                     "cross-validated temperature scaling, coverage), and biases (position, length, per category and principle), "
-                    "each with bootstrap 95% intervals. Writes metrics.json (with fingerprints of the judge and the gold set), "
+                    "each with a 95% interval (docs/audit.md says how far each holds). Writes metrics.json (with fingerprints of the judge and the gold set), "
                     "items.jsonl, report.md, report.html and PNG plots. --retest K measures the judge against itself (the noise "
                     "floor); --templates measures how far a reworded template moves its verdicts; --baseline gates against an "
                     "earlier audit; --min-kappa / --min-accuracy gate on absolute bars: each gate exits 1 when it fails, for CI. "
