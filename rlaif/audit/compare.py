@@ -102,12 +102,13 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
-def _ci(stat, boot: Resamples) -> list:
-    """The interval of a paired difference stat(W) (the vectorized metrics of `resampling`): estimate +- t times its
-    delete-a-prompt jackknife standard error (Resamples.jackknife_t_ci; the percentile bootstrap of a difference was
-    too narrow with few prompts)."""
-    low, high = boot.jackknife_t_ci(stat)
-    return [_num(low), _num(high)]
+def _paired(stat, boot: Resamples, with_ci: bool = True) -> dict:
+    """A paired difference stat(W) (the vectorized metrics of `resampling`, W one row of weights per item set): its
+    value on the items, and its interval: estimate +- t times its delete-a-prompt jackknife standard error
+    (Resamples.jackknife_t_ci; the percentile bootstrap of a difference was too narrow with few prompts)."""
+    n = boot.weights.shape[1]
+    low, high = boot.jackknife_t_ci(stat) if with_ci else (M.NAN, M.NAN)
+    return {"difference": _num(stat(np.ones((1, n)))[0]) if n else None, "ci95": [_num(low), _num(high)]}
 
 
 def _kappa(g, p) -> float:
@@ -123,8 +124,6 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
     # the audit's resampling unit (whole prompts when some prompt holds several items), for the jackknife alone:
     # no bootstrap resamples are drawn
     boot = Resamples.draw(len(gold), 0, 0, clusters)
-    acc_diff = lambda g, a, b: M.accuracy_no_ties(g, b) - M.accuracy_no_ties(g, a)  # noqa: E731
-    kappa_diff = lambda g, a, b: _kappa(g, b) - _kappa(g, a)  # noqa: E731
     acc_w = lambda W: R.accuracy_no_ties(gold, pred_b, W) - R.accuracy_no_ties(gold, pred_a, W)  # noqa: E731
     kappa_w = lambda W: R.cohen_kappa(gold, pred_b, W) - R.cohen_kappa(gold, pred_a, W)  # noqa: E731
     non_tie = gold != "tie"
@@ -135,11 +134,9 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
         "n_paired": int(len(gold)), "n_non_tie": n_non_tie,
         "resampling_unit": "item" if boot.clusters is None else "prompt",
         "accuracy_no_ties": {
-            "a": _num(M.accuracy_no_ties(gold, pred_a)), "b": _num(M.accuracy_no_ties(gold, pred_b)),
-            "difference": _num(acc_diff(*arrays)), "ci95": _ci(acc_w, boot)},
+            "a": _num(M.accuracy_no_ties(gold, pred_a)), "b": _num(M.accuracy_no_ties(gold, pred_b)), **_paired(acc_w, boot)},
         "cohen_kappa": {
-            "a": _num(_kappa(gold, pred_a)), "b": _num(_kappa(gold, pred_b)),
-            "difference": _num(kappa_diff(*arrays)), "ci95": _ci(kappa_w, boot)},
+            "a": _num(_kappa(gold, pred_a)), "b": _num(_kappa(gold, pred_b)), **_paired(kappa_w, boot)},
         "mcnemar": {"a_right_b_wrong": a_only, "b_right_a_wrong": b_only, "both_right": int((right_a & right_b).sum()),
                     "both_wrong": int((non_tie & ~right_a & ~right_b).sum()), "p_value": float(f"{mcnemar_exact(a_only, b_only):.3g}")},
     }
@@ -149,8 +146,7 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
         sub = boot.subset(non_tie)
         for name, fn, fn_w in (("brier", M.brier, R.brier), ("log_loss", M.log_loss, R.log_loss)):
             diff_w = lambda W, fn_w=fn_w: fn_w(y, pb, W) - fn_w(y, pa, W)  # noqa: E731
-            out[name] = {"a": _num(fn(y, pa)), "b": _num(fn(y, pb)), "difference": _num(fn(y, pb) - fn(y, pa)),
-                         "ci95": _ci(diff_w, sub), "lower_is_better": True}
+            out[name] = {"a": _num(fn(y, pa)), "b": _num(fn(y, pb)), **_paired(diff_w, sub), "lower_is_better": True}
     if categories is not None:
         out["by_category"] = _by_category(np.asarray(categories, dtype=object), arrays, boot)
     out["verdict"], out["items_needed"] = _verdict(out)
@@ -159,17 +155,13 @@ def compare_arrays(gold, p_a, p_b, clusters=None, categories=None, tie_margin: f
 
 def _by_category(categories, arrays, boot: Resamples) -> dict:
     gold, pred_a, pred_b = arrays
-    acc_diff = lambda g, a, b: M.accuracy_no_ties(g, b) - M.accuracy_no_ties(g, a)  # noqa: E731
     out = {}
     for key in sorted({str(c) for c in categories}):
         m = np.array([str(c) == key for c in categories])
-        sub = (gold[m], pred_a[m], pred_b[m])
         part = boot.subset(m)
-        units = part.units
-        diff_w = lambda W, g=sub[0], a=sub[1], b=sub[2]: R.accuracy_no_ties(g, b, W) - R.accuracy_no_ties(g, a, W)  # noqa: E731
+        diff_w = lambda W, g=gold[m], a=pred_a[m], b=pred_b[m]: R.accuracy_no_ties(g, b, W) - R.accuracy_no_ties(g, a, W)  # noqa: E731
         # fewer than MIN_UNITS prompts (or items) cannot estimate the spread: no interval
-        ci = _ci(diff_w, part) if units >= MIN_UNITS else [None, None]
-        out[key] = {"n": int(m.sum()), "units": units, "difference": _num(acc_diff(*sub)), "ci95": ci}
+        out[key] = {"n": int(m.sum()), "units": part.units, **_paired(diff_w, part, with_ci=part.units >= MIN_UNITS)}
     return out
 
 

@@ -11,9 +11,8 @@ prompts when some prompt holds several gold items (the PandaLM test set: 999 ite
 and accelerated (metrics.percentile_interval), except ECE (the plug-in ECE is biased upwards: a lower and an upper
 bound that each hold whatever the truth, so the interval is conservative, resampling.ece_interval) and the
 per-category / per-principle accuracies (Wilson on the effective sample size of the prompt clusters, with Student's
-t; none below 5 prompts). The Wilson intervals of
-the coverage-curve rows (agreement on the items kept above a confidence threshold) treat items as independent even
-when prompts repeat: read them as descriptive.
+t; none below 5 prompts). The Wilson intervals of the coverage-curve rows (agreement on the items kept above a
+confidence threshold) treat items as independent even when prompts repeat: read them as descriptive.
 `benchmarks/audit_selfcheck.py` measures how often each interval covers the truth on synthetic audits.
 
 Bias flags (`biases.flags`), each at the audit's own 95% level:
