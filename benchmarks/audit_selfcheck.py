@@ -14,6 +14,7 @@ writes everything to --out (JSON).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -21,6 +22,21 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from rlaif.audit import selfcheck as S
+
+AUDIT_CODE = Path(S.__file__).parent
+
+
+def code_version() -> str:
+    """A hash of the audit's source: truths and results cached in --out are reused only for the same code."""
+    digest = hashlib.sha256()
+    for path in sorted(AUDIT_CODE.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _truth(name: str, truth_items: int, seed: int) -> tuple[dict, float]:
+    start = time.perf_counter()
+    return S.truth(S.DESIGNS[name], S.JUDGES, n_items=truth_items, seed=12345 + seed), round(time.perf_counter() - start, 1)
 
 
 def _cell(name: str, n: int, args: argparse.Namespace, truths: dict) -> dict:
@@ -49,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="design and size cells simulated at once, one process each "
                     "(default: %(default)s)")
     ap.add_argument("--resume", action="store_true", help="keep the results --out already holds for the same design, size, "
-                    "audits, resamples and seed (a run stopped half way goes on where it stopped)")
+                    "audits, resamples and seed (a run stopped half way goes on where it stopped); truths and results are "
+                    "reused only for the same audit code")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/audit_selfcheck.json"))
     args = ap.parse_args(argv)
 
@@ -58,20 +75,27 @@ def main(argv: list[str] | None = None) -> int:
     plain = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731  (tuples -> lists, as read back)
     report: dict = {"args": plain(vars(args)), "judges": plain({k: vars(j) for k, j in S.JUDGES.items()}), "truths": {},
                     "results": []}
-    for name in args.designs:  # the truths first (cached in --out between runs)
-        design = S.DESIGNS[name]
+    code = report["code_version"] = code_version()
+    missing = []
+    for name in args.designs:  # the truths first (cached in --out between runs of the same code)
         key = f"{name}/{args.truth_items}/{args.seed}"
         cached = previous.get("truths", {}).get(key)
-        if cached and cached.get("judges") == report["judges"] and cached.get("design") == plain(vars(design)):
+        if (cached and cached.get("judges") == report["judges"] and cached.get("design") == plain(vars(S.DESIGNS[name]))
+                and previous.get("code_version") == code):
             report["truths"][key] = cached
-            continue
-        start = time.perf_counter()
-        values = S.truth(design, S.JUDGES, n_items=args.truth_items, seed=12345 + args.seed)
-        report["truths"][key] = {"design": plain(vars(design)), "judges": report["judges"], "values": values,
-                                 "seconds": round(time.perf_counter() - start, 1)}
-        print(f"truth for {name}: {report['truths'][key]['seconds']} s", file=sys.stderr, flush=True)
-        args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        else:
+            missing.append(name)
+    with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(missing) or 1))) as pool:
+        truth_jobs = {pool.submit(_truth, name, args.truth_items, args.seed): name for name in missing}
+        for job in as_completed(truth_jobs):
+            name = truth_jobs[job]
+            values, seconds = job.result()
+            report["truths"][f"{name}/{args.truth_items}/{args.seed}"] = {
+                "design": plain(vars(S.DESIGNS[name])), "judges": report["judges"], "values": values, "seconds": seconds}
+            print(f"truth for {name}: {seconds} s", file=sys.stderr, flush=True)
+            args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     done = {(r["design_key"], r["n"]): r for r in previous.get("results", []) if args.resume
+            and previous.get("code_version") == code
             and (r["sims"], r["n_boot"], r.get("seed")) == (args.sims, args.bootstrap, args.seed)}
     cells = [(name, n) for n in args.sizes for name in args.designs]  # size by size: a partial run has the small sizes
     todo = [cell for cell in cells if cell not in done]

@@ -114,6 +114,24 @@ def test_jackknife_t_interval():
     assert all(math.isnan(v) for v in few.jackknife_t_ci(lambda W: R.ratio(W, x[:4])))
 
 
+def test_log_loss_floor_and_its_log_scale_interval():
+    # a confidently wrong verdict costs log(100) nats, not 28: P(A) is clipped to [0.01, 0.99]
+    assert M.log_loss([0.0], [1 - 1e-12]) == pytest.approx(math.log(100))
+    assert M.log_loss([0.0], [1 - 1e-12], eps=1e-12) == pytest.approx(-math.log(1e-12), rel=1e-3)
+    rng = np.random.default_rng(5)
+    y = (rng.random(40) < 0.6).astype(float)
+    p = rng.uniform(0.001, 0.999, 40)
+    boot = R.Resamples.draw(40, 50, seed=1)
+    stat = lambda W: R.log_loss(y, p, W)  # noqa: E731
+    low, high = boot.log_jackknife_t_ci(stat)
+    # the same as the t interval of the log, taken back: estimate * exp(-+ half), reaching further up than down
+    log_low, log_high = boot.jackknife_t_ci(lambda W: np.log(stat(W)))
+    assert (low, high) == pytest.approx((math.exp(log_low), math.exp(log_high)))
+    estimate = M.log_loss(y, p)
+    assert low < estimate < high and high - estimate > estimate - low
+    assert math.sqrt(low * high) == pytest.approx(estimate)
+
+
 def test_ece_interval_bounds_cover_calibrated_and_overconfident_judges():
     """The ECE interval's two bounds hold whatever the truth: a calibrated judge (true ECE 0) and an overconfident
     one (true ECE from 400,000 items) are covered in nearly every sample, and the overconfident judge's interval

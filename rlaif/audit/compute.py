@@ -87,7 +87,9 @@ def _calibration(gold, p_a, boot: R.Resamples, seed: int) -> dict:
                                 "interval is conservative (lower: ECE minus the noise's ECE, upper: ECE plus a linear bound "
                                 "on the noise; rlaif/audit/resampling.py ece_interval)"),
         "brier": _entry(M.brier(y, p), sub.stat_ci(lambda W: R.brier(y, p, W))),
-        "log_loss": _entry(M.log_loss(y, p), sub.stat_ci(lambda W: R.log_loss(y, p, W))),
+        "log_loss": _entry(M.log_loss(y, p), sub.log_jackknife_t_ci(lambda W: R.log_loss(y, p, W))),
+        "log_loss_method": (f"P(A) clipped to [{M.LOG_LOSS_FLOOR}, {1 - M.LOG_LOSS_FLOOR}]; interval: estimate * exp(-+ t x the "
+                            "delete-a-prompt (or -item) jackknife SE of its log) (rlaif/audit/resampling.py log_jackknife_t_ci)"),
         "reliability": M.flag_sparse_bins(M.reliability_bins(y, p, n_bins=10), len(y)),
         "reliability_after_temperature": M.flag_sparse_bins(M.reliability_bins(y, np.asarray(cv["p_calibrated"]), n_bins=10), len(y)),
         "reliability_sparse_below": M.sparse_bin_min_count(len(y)),

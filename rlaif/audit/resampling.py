@@ -131,6 +131,14 @@ class Resamples:
         half = M.t_quantile(1 - self.alpha / 2, g - 1) * se
         return point - half, point + half
 
+    def log_jackknife_t_ci(self, stat: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float]:
+        """`jackknife_t_ci` on the log of a positive statistic, taken back: estimate * exp(-+ t * SE of its log).
+        Used for log-loss, a mean of a right-skewed loss: when a gold set misses the rare costly items both the
+        estimate and its standard error come out low, and the symmetric interval misses above the truth (0.88-0.93
+        with shared prompts in the self-check); on the log scale the interval reaches further up than down."""
+        lo, hi = self.jackknife_t_ci(lambda W: np.log(np.maximum(stat(W), 1e-300)))
+        return (math.exp(lo), math.exp(hi)) if not (math.isnan(lo) or math.isnan(hi)) else (M.NAN, M.NAN)
+
     def ci(self, stat: Callable[..., float], *arrays) -> tuple[float, float]:
         """The interval of any statistic, called on each resample's items (the slow, general path; not accelerated)."""
         arrs = [np.asarray(a) for a in arrays]
@@ -213,7 +221,7 @@ def brier(y, p, W) -> np.ndarray:
     return ratio(W, (p - y) ** 2)
 
 
-def log_loss(y, p, W, eps: float = M._EPS) -> np.ndarray:
+def log_loss(y, p, W, eps: float = M.LOG_LOSS_FLOOR) -> np.ndarray:
     y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), eps, 1 - eps)
     return ratio(W, -(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
