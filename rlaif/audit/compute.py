@@ -1,4 +1,4 @@
-"""AuditRecords -> every audit metric, each with its bootstrap 95% interval where one makes sense.
+"""AuditRecords -> every audit metric, each with its 95% interval where one makes sense.
 
 Tie policy (stated in every report): the judge says "tie" only when |p_a - 0.5| <= tie_margin (default
 0: it never ties). `accuracy_no_ties` is measured on items whose gold label is A or B; `accuracy_with_ties`
@@ -9,7 +9,8 @@ Intervals: every bootstrap interval of one audit is read from the same resamples
 prompts when some prompt holds several gold items (the PandaLM test set: 999 items over 170 prompts), else items;
 `bootstrap_unit` says which. Percentile intervals, expanded for few resampled units (Student's t), bias-corrected
 and accelerated (metrics.percentile_interval), except ECE (the plug-in ECE is biased upwards: a lower and an upper
-bound that each hold whatever the truth, so the interval is conservative, resampling.ece_interval) and the
+bound that each hold whatever the truth, so the interval is conservative, resampling.ece_interval), log-loss
+(the jackknife-t interval of its log, taken back: the loss is right-skewed, Resamples.log_jackknife_t_ci) and the
 per-category / per-principle accuracies (Wilson on the effective sample size of the prompt clusters, with Student's
 t; none below 5 prompts). The Wilson intervals of the coverage-curve rows (agreement on the items kept above a
 confidence threshold) treat items as independent even when prompts repeat: read them as descriptive.

@@ -170,8 +170,8 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
         f"Gold items: {metrics['n_gold']}; judged: {metrics['n_judged']}; unlabeled: {metrics['n_unlabeled']}"
         f"{' ' + str(metrics['unlabeled_reasons']) if metrics['unlabeled_reasons'] else ''}; "
         f"invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
-        f"Tie policy: {metrics['tie_policy']}. Intervals are bootstrap 95% ({metrics['bootstrap_resamples']} resamples of "
-        f"{_unit_text(metrics.get('bootstrap_unit', 'item'))}).", "",
+        f"Tie policy: {metrics['tie_policy']}. Intervals are 95%, from {metrics['bootstrap_resamples']} bootstrap resamples "
+        f"of {_unit_text(metrics.get('bootstrap_unit', 'item'))} (ECE and log-loss: see their section).", "",
         "## Agreement with the human labels", "",
     ]
     verdict = ((metrics.get("baselines") or {}).get("judge_vs_best_length_rule") or {}).get("verdict")
@@ -197,6 +197,9 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
                 "judge's soft labels carry no usable signal on this set." if bound else "")
         lines += ["", f"Temperature fitted on all items: {ts['temperature_all_items']}; per fold: {ts['fold_temperatures']}. "
                   f"{ts['method']}.{note}", ""]
+        methods = [f"{name}: {cal[key]}" for name, key in (("ECE", "ece_interval_method"), ("log-loss", "log_loss_method"))
+                   if cal.get(key)]
+        lines += [f"Intervals of {'; '.join(methods)}.", ""] if methods else []
         lines += _calibration_tables(cal)
     lines += ["## Biases", "",
               f"- Position consistency (the verdict survives swapping the order): {_fmt(bias.get('position_consistency'))} "

@@ -13,8 +13,9 @@ then (W @ num) / (W @ den) for every resample at once. Each function below is th
 the count matrix it returns the metric on every resample. Every interval of one audit comes from the same
 resamples, so differences between metrics are paired.
 
-Interval kinds. Percentile intervals for the agreement, calibration, bias and human-ceiling metrics; ECE gets an
-interval of its own (`ece_interval`: the plug-in ECE is biased upwards, see its docstring); the
+Interval kinds. Percentile intervals for the agreement, Brier, bias and human-ceiling metrics; ECE gets an
+interval of its own (`ece_interval`: the plug-in ECE is biased upwards, see its docstring); log-loss, a mean of a
+right-skewed loss, gets the jackknife-t interval of its log taken back (`Resamples.log_jackknife_t_ci`); the
 per-group accuracies get Wilson intervals whose sample size is divided by the design effect of the prompt clusters
 (`clustered_wilson`); paired differences between two judges (`rlaif audit compare`) get the estimate +- Student's t
 times their delete-a-prompt jackknife standard error (`Resamples.jackknife_t_ci`).
