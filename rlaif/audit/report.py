@@ -171,7 +171,8 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
         f"{' ' + str(metrics['unlabeled_reasons']) if metrics['unlabeled_reasons'] else ''}; "
         f"invalid gold rows: {meta.get('invalid_rows', 0)}.", "",
         f"Tie policy: {metrics['tie_policy']}. Intervals are 95%, from {metrics['bootstrap_resamples']} bootstrap resamples "
-        f"of {_unit_text(metrics.get('bootstrap_unit', 'item'))} (ECE and log-loss: see their section).", "",
+        f"of {_unit_text(metrics.get('bootstrap_unit', 'item'))}; the ECE and log-loss intervals are described under calibration.",
+        "",
         "## Agreement with the human labels", "",
     ]
     verdict = ((metrics.get("baselines") or {}).get("judge_vs_best_length_rule") or {}).get("verdict")
