@@ -116,8 +116,8 @@ class Resamples:
         """Estimate +- t(G - 1) * the delete-a-group jackknife standard error of a vectorized statistic (G: the units,
         or groups of units, left out one at a time; whole prompts when they are resampled). Used for paired
         differences (`rlaif audit compare`): with 17-50 prompts the self-check found the percentile bootstrap of a
-        difference too narrow (0.84-0.92 coverage) and this interval at 0.934-0.961 (log-loss aside). (nan, nan) below
-        MIN_UNITS units."""
+        difference too narrow (0.84-0.92 coverage) and this interval at 0.934-0.961 (log-loss: 0.941-0.945).
+        (nan, nan) below MIN_UNITS units."""
         n = self.weights.shape[1]
         jack = self.jackknife(always=True) if n else None
         if jack is None or len(jack) < MIN_UNITS:
