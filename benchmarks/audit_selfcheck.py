@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             report["truths"][key] = cached
         else:
             missing.append(name)
-    with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(missing) or 1))) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(missing)))) as pool:
         truth_jobs = {pool.submit(_truth, name, args.truth_items, args.seed): name for name in missing}
         for job in as_completed(truth_jobs):
             name = truth_jobs[job]
