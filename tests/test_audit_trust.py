@@ -122,6 +122,21 @@ def test_compare_arrays_verdicts():
 
 # ---------------------------------------------------------------- compare, baseline
 
+def test_compare_arrays_gives_intervals_on_large_gold_sets():
+    """Above ~21,000 items the jackknife groups grow instead of the interval going missing (a gate on a big gold set
+    must still see the noise)."""
+    rng = np.random.default_rng(3)
+    n = 30_000
+    gold = rng.choice(["A", "B"], n)
+    p_a = rng.random(n)
+    p_b = np.clip(p_a + rng.normal(0.0, 0.2, n), 0.0, 1.0)
+    for clusters in (None, [str(i // 6) for i in range(n)]):
+        result = compare_arrays(gold, p_a, p_b, clusters=clusters)
+        low, high = result["accuracy_no_ties"]["ci95"]
+        assert low is not None and high is not None and low < result["accuracy_no_ties"]["difference"] < high
+        assert high - low < 0.05, (low, high)  # about 4 x 0.5 / sqrt(n) times the discordance: narrow at this size
+
+
 def test_compare_two_audits_and_two_judges(tmp_path, monkeypatch, capsys):
     gold = _gold(tmp_path / "gold.jsonl")
     _use(monkeypatch, _pairwise_handler(0.1))

@@ -43,7 +43,11 @@ MIN_UNITS = 5
 and in `rlaif audit compare`): fewer cluster totals cannot estimate the spread."""
 
 JACKKNIFE_GROUPS = 400
-"""The BCa acceleration leaves out one unit at a time, or one of at most this many groups of units."""
+"""The jackknife (BCa acceleration, jackknife-t intervals) leaves out one unit at a time, or one of at most this many
+groups of units."""
+
+JACKKNIFE_CELLS = 2 ** 23
+"""The most weights (groups x items) one jackknife matrix holds (64 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,16 @@ class Resamples:
                          self.unit, self.alpha)
 
     def jackknife(self, always: bool = False) -> np.ndarray | None:
-        """(G, n) weights, each row leaving one unit (or one group of units) out; None when that would be too big, or
-        (unless `always`) when there are under 100 resamples (no acceleration is estimated for so few)."""
+        """(G, n) weights, each row leaving one unit (or one group of units) out; None when there are fewer than 2
+        groups. Unless `always`: None as well when the matrix would exceed JACKKNIFE_CELLS, or when there are under 100
+        resamples (no acceleration is estimated for so few). With `always` (the jackknife is the interval itself)
+        large sets get fewer, bigger groups so the matrix fits: 400 groups up to ~21,000 items, 83 at 100,000."""
         groups_of = np.unique(self.codes, return_inverse=True)[1].ravel()
         groups = min(int(groups_of.max()) + 1 if len(groups_of) else 0, JACKKNIFE_GROUPS)
         n = len(self.codes)
-        if groups < 2 or groups * n > 2 ** 23 or (self.n_boot < 100 and not always):
+        if always:
+            groups = min(groups, JACKKNIFE_CELLS // max(n, 1))
+        if groups < 2 or groups * n > JACKKNIFE_CELLS or (self.n_boot < 100 and not always):
             return None
         out = np.ones((groups, n))
         out[groups_of % groups, np.arange(n)] = 0.0
