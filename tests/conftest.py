@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from pg_support import postgres_dsn, postgres_server  # noqa: F401
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

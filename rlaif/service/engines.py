@@ -45,6 +45,8 @@ class _Ticket:
     done_count: int = 0
     results: list[Completion] = field(default_factory=list)
     error: BaseException | None = None
+    cancelled: Callable[[], bool] | None = None
+    """A bulk job's stop flag, asked before each slice: a cancelled job stops within one slice, not one chunk."""
 
 
 def _settle(tickets: list[_Ticket]) -> None:
@@ -93,12 +95,14 @@ class EngineWorker:
             return {"sync": sum(len(t.requests) for t in self._sync),
                     "bulk": sum(len(t.requests) - t.done_count for t in self._bulk)}
 
-    def submit(self, requests: list[CompletionRequest], bulk: bool) -> list[Completion]:
-        """Queue the requests and block until their completions are in (in order)."""
+    def submit(self, requests: list[CompletionRequest], bulk: bool,
+               cancelled: Callable[[], bool] | None = None) -> list[Completion]:
+        """Queue the requests and block until their completions are in (in order); JobCancelled when `cancelled`
+        says yes before one of their slices."""
         if not requests:
             return []
         event = threading.Event()
-        ticket = _Ticket(list(requests), event=event)
+        ticket = _Ticket(list(requests), event=event, cancelled=cancelled)
         self._enqueue(ticket, bulk)
         event.wait()
         if ticket.error is not None:
@@ -132,6 +136,13 @@ class EngineWorker:
                 return
             self._cond.wait(left)
 
+    def _drop_cancelled(self) -> None:
+        """Answer the cancelled bulk tickets at the head of the queue with JobCancelled (the caller holds the lock)."""
+        while self._bulk and self._bulk[0].cancelled is not None and self._bulk[0].cancelled():
+            ticket = self._bulk.popleft()
+            ticket.error = JobCancelled()
+            _finish([ticket])
+
     def _take(self) -> list[tuple[_Ticket, int, int]]:
         """(ticket, start, end) slices for the next engine call: every waiting sync ticket, else one bulk slice."""
         if self._sync:
@@ -157,6 +168,9 @@ class EngineWorker:
                 if self._closed and not (self._sync or self._bulk):
                     return
                 self._gather()
+                self._drop_cancelled()
+                if not (self._sync or self._bulk):
+                    continue
                 sync = bool(self._sync)
                 work = self._take()
             requests = [r for ticket, start, end in work for r in ticket.requests[start:end]]
@@ -207,7 +221,7 @@ class QueuedBackend:
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         if self.cancelled is not None and self.cancelled():
             raise JobCancelled()
-        return self.worker.submit(requests, self.bulk)
+        return self.worker.submit(requests, self.bulk, self.cancelled)
 
     def stats(self) -> BackendStats:
         return self.worker.backend.stats()

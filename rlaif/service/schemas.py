@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from rlaif.records import non_blank
 
 __all__ = [
     "PairIn", "PairwiseRequest", "PairResult", "PairwiseReply", "ItemIn", "PointwiseRequest", "ItemResult",
     "PointwiseReply", "Usage", "RewardRequest", "RewardReply", "OpenRLHFRewardRequest", "BatchCreate", "AuditCreate",
-    "CampaignCreate", "JUDGE_ENDPOINTS",
+    "CampaignCreate", "CampaignLink", "AnnotatorName", "MAX_ANNOTATORS", "JUDGE_ENDPOINTS",
 ]
 
 JUDGE_ENDPOINTS = ("/v1/judge/pairwise", "/v1/judge/pointwise")
@@ -171,10 +171,34 @@ class AuditCreate(_Body):
     seed: int = 0
 
 
+MAX_ANNOTATORS = 100
+"""The most labeling links (annotators) one campaign has."""
+
+AnnotatorName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+"""An annotator's name: trimmed, 1 to 64 characters."""
+
+
 class CampaignCreate(_Body):
-    """Draw the calibration sample of a finished pairwise batch for people to label in the browser."""
+    """Draw the calibration sample of a finished pairwise batch for people to label in the browser. Each annotator gets
+    a labeling link of their own, bound to their name (default: one annotator, "annotator-1")."""
 
     batch_id: str
     n: int = Field(50, ge=1, le=5000)
     strategy: Literal["uniform", "stratified", "least-confident"] = "stratified"
     seed: int = 0
+    annotators: list[AnnotatorName] = Field(default_factory=lambda: ["annotator-1"], min_length=1,
+                                            max_length=MAX_ANNOTATORS)
+
+    @field_validator("annotators")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each annotator gets one link: {', '.join(map(repr, repeated))} given more than once")
+        return names
+
+
+class CampaignLink(_Body):
+    """A labeling link for one more annotator of a campaign."""
+
+    annotator: AnnotatorName

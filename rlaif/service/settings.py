@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +49,30 @@ class ServiceSettings(BaseModel):
     """Most engine requests in one micro-batch (synchronous requests waiting together, or a slice of bulk work)."""
     bulk_slice: int = Field(32, ge=1)
     """Bulk work is fed to the engine this many requests at a time, so synchronous requests wait at most one slice."""
+    store: str | None = None
+    """The job store every worker shares: None for `<service_dir>/service.sqlite` (SQLite, workers on one host), or a
+    postgresql:// URL (workers on several hosts, all seeing `service_dir` at the same path)."""
+    executor: Literal["local", "ray", "fleet"] = "local"
+    """How bulk chunks are judged (rlaif.service.executors)."""
+    workers: int = Field(1, ge=1)
+    """Worker processes on this host (`rlaif serve --workers N`), each serving the API and taking chunks."""
+    chunk_pairs: int = Field(2048, ge=1)
+    """Pairs (or items) per chunk: the unit a worker leases, the unit of fair share between keys, and of resume."""
+    lease_s: float = Field(30.0, gt=0)
+    """A chunk's lease: renewed while its worker is alive; a dead worker's chunks go to another once it runs out."""
+    slots: int | None = Field(None, ge=1)
+    """Chunks one worker runs at once (default: local 2, fleet 4, ray 1)."""
+    ray_address: str | None = None
+    """`--executor ray`: the cluster to join (`auto`, `ray://host:10001`); default RAY_ADDRESS, else a local Ray."""
+    ray_actors: int = Field(1, ge=1)
+    """`--executor ray`: judge actors per chunk (each opens the judge's engine)."""
+    ray_gpus_per_actor: float = Field(0.0, ge=0)
+    reward_scale: Literal["raw", "unit"] = "raw"
+    """Pointwise rewards: the judge's rubric score as it is ("raw", e.g. 1-9), or mapped to 0-1 ("unit")."""
+
+    @property
+    def store_url(self) -> str:
+        return self.store or str(self.service_dir / "service.sqlite")
 
 
 def _owner_name(key: str) -> str:

@@ -1,116 +1,73 @@
-"""The service's parts, made once at start and shared by the routes (`request.app.state.service`)."""
+"""The service's parts, made once per worker process at start and shared by the routes (`request.app.state.service`).
+
+    store      the job store (SQLite or PostgreSQL), shared with every other worker
+    files      uploads and outputs under the service directory (a path every worker sees)
+    engines    this worker's engines, each behind its worker thread (synchronous requests first)
+    catalogue  the judges: specs and identities, and the synchronous judges on the engines
+    executor   how bulk chunks are judged (local, ray, fleet)
+    scheduler  leases tasks from the store and hands them to the batch and audit work
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-
+from rlaif.service.audits import AuditWork
+from rlaif.service.batches import BatchWork
 from rlaif.service.catalogue import Catalogue
-from rlaif.service.db import ServiceDB
 from rlaif.service.engines import Engines
+from rlaif.service.executors import Executor, make_executor
 from rlaif.service.files import FileStore
-from rlaif.service.jobs import JobRunner
+from rlaif.service.metrics import Metrics
+from rlaif.service.records import TaskKind
+from rlaif.service.scheduler import Scheduler
 from rlaif.service.settings import KeyRing, ServiceSettings
+from rlaif.service.store import JobStore
 
-__all__ = ["Service", "Metrics"]
+__all__ = ["Service"]
 
 log = logging.getLogger("rlaif.service")
-
-
-class Metrics:
-    """Prometheus metrics in the service's own registry (so two services in one process do not collide)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.labels = Counter("rlaif_labels", "Pairs judged, by route and outcome (labeled, tie, unlabeled)",
-                              ["route", "outcome"], registry=self.registry)
-        self.requests = Counter("rlaif_http_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=self.registry)
-        self.errors = Counter("rlaif_http_errors", "HTTP replies with status >= 400, by route and status",
-                              ["route", "status"], registry=self.registry)
-        self.latency = Histogram("rlaif_request_latency_seconds", "Request latency by route", ["route"],
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-                                 registry=self.registry)
-
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(route, code).inc()
-        self.latency.labels(route).observe(seconds)
-        if status >= 400:
-            self.errors.labels(route, code).inc()
-
-    def watch(self, service: Service) -> None:
-        self.registry.register(_Levels(service))
-
-
-class _Levels:
-    """Levels read when scraped: queue depths, jobs by state, engine calls and their micro-batch sizes."""
-
-    def __init__(self, service: Service):
-        self.service = service
-
-    def describe(self) -> list:
-        return []
-
-    def collect(self):
-        s = self.service
-        depth = GaugeMetricFamily("rlaif_queue_depth", "Engine requests waiting, by kind (sync, bulk)", labels=["kind"])
-        for kind, n in s.engines.queue_depth().items():
-            depth.add_metric([kind], n)
-        yield depth
-        jobs_waiting = GaugeMetricFamily("rlaif_jobs_queued", "Bulk jobs queued or running in this process")
-        jobs_waiting.add_metric([], s.runner.depth())
-        yield jobs_waiting
-        jobs = GaugeMetricFamily("rlaif_jobs", "Jobs by kind and state", labels=["kind", "state"])
-        for (kind, state), n in sorted(s.db.counts().items()):
-            jobs.add_metric([kind, state], n)
-        yield jobs
-        calls = GaugeMetricFamily("rlaif_engine_calls", "Engine calls made (each one micro-batch)", labels=["engine"])
-        batched = GaugeMetricFamily("rlaif_engine_requests", "Requests sent to the engine in those calls", labels=["engine"])
-        for worker in s.engines.workers.values():
-            calls.add_metric([worker.backend.name], worker.calls)
-            batched.add_metric([worker.backend.name], worker.batched_requests)
-        yield calls
-        yield batched
 
 
 @dataclass
 class Service:
     settings: ServiceSettings
     keys: KeyRing
-    db: ServiceDB
+    store: JobStore
     files: FileStore
     engines: Engines
     catalogue: Catalogue
-    runner: JobRunner
+    executor: Executor
+    scheduler: Scheduler
     metrics: Metrics
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(cls, settings: ServiceSettings, keys: KeyRing) -> Service:
-        settings.service_dir.mkdir(parents=True, exist_ok=True)
-        db = ServiceDB(settings.service_dir / "service.sqlite")
-        files = FileStore(db, settings.service_dir)
+        catalogue = Catalogue(settings.judges)  # a bad judge fails here, before any engine or store is opened
+        store = JobStore.open(settings.store_url)
         engines = Engines(settings.max_engine_requests, settings.bulk_slice)
         try:
-            catalogue = Catalogue(settings.judges, engines)
+            files = FileStore(store, settings.service_dir)
+            catalogue.open(engines)
+            executor = make_executor(settings, engines, catalogue.specs)
         except BaseException:
             engines.close()
-            db.close()
+            store.close()
             raise
         metrics = Metrics()
-        runner = JobRunner(settings, db, engines, catalogue, files,
-                           on_labels=lambda outcome, n: metrics.labels.labels("bulk", outcome).inc(n))
-        service = cls(settings, keys, db, files, engines, catalogue, runner, metrics)
+        batches = BatchWork(settings, store, files, catalogue, executor,
+                            on_labels=lambda outcome, n: metrics.labels.labels("bulk", outcome).inc(n))
+        audits = AuditWork(settings, store, files, catalogue, engines)
+        work = {TaskKind.validate: batches, TaskKind.label: batches, TaskKind.finalize: batches, TaskKind.audit: audits}
+        scheduler = Scheduler(store, work, settings.lease_s, executor.slots)  # type: ignore[arg-type]
+        service = cls(settings, keys, store, files, engines, catalogue, executor, scheduler, metrics)
         metrics.watch(service)
-        runner.start()
+        scheduler.start()
         return service
 
     def close(self) -> None:
-        self.runner.stop()
+        self.scheduler.close()
+        self.executor.close()
         self.engines.close()
-        self.db.close()
+        self.store.close()

@@ -1,0 +1,144 @@
+"""Bulk labeling jobs (a subset of OpenAI's Batch API) as leasable tasks, one run folder per batch:
+
+    validate   (status validating)   check each input line and cut the lines into chunks (batch_input.py); then
+                                     one label task per chunk and a finalize task, and the batch is in_progress
+    label #i   (in_progress)         the executor labels (or scores) chunk i into its own run folder, resumable,
+                                     and writes the chunk's reply lines (batch_output.py)
+    finalize   (finalizing)          once no chunk is waiting or running: join the chunks' replies, merge their run
+                                     folders, register the output and error files; completed | failed | cancelled
+                                     | expired
+
+Any worker may run any task (the scheduler leases them); each step is safe to redo, so a worker killed at any point
+costs at most the unfinished part of its chunk, which the next holder resumes from the chunk's run folder: no label
+is lost or written twice. A batch whose every line is invalid ends failed, with its counts and the error file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rlaif.service.batch_input import PAIRS, chunk_folder, cut_into_chunks
+from rlaif.service.batch_output import ERRORS, OUTPUT, join_parts, merge_chunks, write_chunk_replies, write_parquet
+from rlaif.service.catalogue import Catalogue
+from rlaif.service.engines import JobCancelled
+from rlaif.service.executors import Executor
+from rlaif.service.files import FileStore
+from rlaif.service.paths import batch_folder
+from rlaif.service.records import BatchJob, BatchStatus, Task, TaskKind, TaskState
+from rlaif.service.settings import ServiceSettings
+from rlaif.service.store import JobStore, now
+from rlaif.store.runfolder import RunFolder
+
+__all__ = ["BatchWork", "FINALIZE_IDX"]
+
+log = logging.getLogger("rlaif.service")
+
+FINALIZE_IDX = 1 << 30
+"""The finalize task's index: after every chunk's."""
+
+Stop = Callable[[], bool]
+
+
+class BatchWork:
+    """Runs a batch's tasks; the scheduler decides which task runs where and when."""
+
+    def __init__(self, settings: ServiceSettings, store: JobStore, files: FileStore, catalogue: Catalogue,
+                 executor: Executor, on_labels: Callable[[str, int], None] | None = None):
+        self.settings, self.store, self.files, self.catalogue, self.executor = settings, store, files, catalogue, executor
+        self.on_labels = on_labels or (lambda outcome, n: None)
+
+    def run(self, task: Task, stop: Stop) -> None:
+        batch = self.store.batches.get(task.job_id)
+        if batch is None:
+            return
+        if task.kind == TaskKind.validate:
+            self._validate(batch, stop)
+        elif task.kind == TaskKind.label:
+            self._label(batch, task, stop)
+        else:
+            self._finalize(batch)
+
+    def fail(self, task: Task, error: BaseException) -> None:
+        """A task's own failure fails its batch (the message says why); the batch's other work is dropped."""
+        message = f"{type(error).__name__}: {error}"
+        self.store.batches.set_status(task.job_id, BatchStatus.failed, errors={"object": "list", "data": [
+            {"code": "job_failed", "message": message, "line": None, "param": None}]})
+        for other in self.store.tasks.of(task.job_id):
+            if other.state == TaskState.todo:
+                self.store.tasks.finish(other, TaskState.cancelled)
+
+    # validate ----------------------------------------------------------------------------------------------
+    def _validate(self, batch: BatchJob, stop: Stop) -> None:
+        folder = batch_folder(self.settings, batch.id)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        source = self.files.path(batch.input_file_id)
+        chunks = cut_into_chunks(source, folder, batch.endpoint, batch.judge, self.settings.max_items,
+                                 self.settings.chunk_pairs, stop)
+        total = sum(c.lines for c in chunks)
+        invalid = total - sum(c.valid_lines for c in chunks)
+        created = now()
+        with self.store.db.transaction():
+            stopped = (self.store.batches.get(batch.id) or batch).stop_reason is not None
+            state = TaskState.cancelled if stopped else TaskState.todo
+            self.store.tasks.add([Task(job_id=batch.id, idx=c.idx, kind=TaskKind.label, owner=batch.owner, state=state,
+                                       created_at=created, lines=c.lines) for c in chunks]
+                                 + [Task(job_id=batch.id, idx=FINALIZE_IDX, kind=TaskKind.finalize, owner=batch.owner,
+                                         state=TaskState.todo, created_at=created)])
+            self.store.batches.update(batch.id, total=total, failed=invalid, chunks=len(chunks),
+                                      summary={"invalid_lines": invalid})
+            self.store.batches.set_status(batch.id, BatchStatus.in_progress, only_from=(BatchStatus.validating,))
+        log.info("batch %s: %d lines (%d invalid) in %d chunks", batch.id, total, invalid, len(chunks))
+
+    # label -------------------------------------------------------------------------------------------------
+    def _label(self, batch: BatchJob, task: Task, stop: Stop) -> None:
+        chunk = chunk_folder(batch_folder(self.settings, batch.id), task.idx)
+        spec = self.catalogue.specs[batch.judge]
+        run = RunFolder(chunk)
+        if stop():
+            raise JobCancelled()
+        if batch.pairwise:
+            summary = self.executor.label(spec, chunk / PAIRS, run, stop)
+            for outcome in ("labeled", "unlabeled"):
+                self.on_labels(outcome, summary[outcome])
+        else:
+            self.executor.score(spec, chunk / PAIRS, run, stop)
+        completed, failed, _ = write_chunk_replies(chunk, self.catalogue.identity(batch.judge), batch.pairwise)
+        self.store.batches.add_progress(batch.id, completed, failed)  # invalid lines were counted at validation
+
+    # finalize ----------------------------------------------------------------------------------------------
+    def _finalize(self, batch: BatchJob) -> None:
+        folder = batch_folder(self.settings, batch.id)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if batch.status in (BatchStatus.validating, BatchStatus.in_progress):
+            self.store.batches.set_status(batch.id, BatchStatus.finalizing, only_from=(batch.status,))
+        done = [chunk_folder(folder, t.idx) for t in self.store.tasks.of(batch.id)
+                if t.kind == TaskKind.label and t.state == TaskState.done]
+        completed, failed = join_parts(done, folder)
+        summary: dict[str, Any] = {**(batch.summary or {}), "chunks_done": len(done), "chunks": batch.chunks}
+        if batch.pairwise:
+            merged = merge_chunks(done, folder)
+            write_parquet(folder)
+            summary.update({k: merged[k] for k in ("rows", "labeled", "unlabeled", "invalid_rows") if k in merged})
+        fields: dict[str, Any] = {"completed": completed, "failed": failed, "summary": summary}
+        for field, name, path in (("output_file_id", "output", folder / OUTPUT), ("error_file_id", "errors", folder / ERRORS)):
+            if path.stat().st_size:
+                fields[field] = self.files.register(batch.owner, "batch_output", f"{batch.id}_{name}.jsonl", path,
+                                                    file_id=getattr(batch, field))
+        self.store.batches.update(batch.id, **fields)
+        self._final_status(batch, completed, failed)
+
+    def _final_status(self, batch: BatchJob, completed: int, failed: int) -> None:
+        latest = self.store.batches.get(batch.id) or batch
+        if latest.stop_reason == "cancel":
+            self.store.batches.set_status(batch.id, BatchStatus.cancelled)
+        elif latest.stop_reason == "expire":
+            self.store.batches.set_status(batch.id, BatchStatus.expired)
+        elif latest.total and (latest.summary or {}).get("invalid_lines") == latest.total:
+            self.store.batches.set_status(batch.id, BatchStatus.failed, errors={"object": "list", "data": [{
+                "code": "no_valid_requests", "line": None, "param": None,
+                "message": f"none of the {latest.total} lines of {batch.input_file_id} is a valid {batch.endpoint} "
+                           "request; see each line's reason in the error file"}]})
+        else:
+            self.store.batches.set_status(batch.id, BatchStatus.completed)

@@ -1,0 +1,201 @@
+"""How a bulk chunk is judged: the same runners `rlaif label` uses, chosen by `rlaif serve --executor`.
+
+    local  the label stage on this worker's engines, through the engine worker, so synchronous requests go
+           ahead of bulk slices (`rlaif label`, the default runner)
+    ray    the Ray Data runner (`rlaif label --runner ray`): judge actors on a Ray cluster joined by address, or on a
+           local Ray started for this worker and sized to its CPUs
+    fleet  the label stage on the judge's own OpenAI-compatible backend (its `base_urls` fleet, with failover), called
+           directly so several chunks are in flight at once (`rlaif label` with a fleet judge)
+
+Every executor writes a label-stage run folder for its chunk, so a chunk whose worker died resumes from what that
+worker recorded. Pointwise chunks are scored on this worker's engines (or the fleet) with the score stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from rlaif.backends.base import Backend, BackendStats
+from rlaif.backends.pool import BackendPool
+from rlaif.config.backend import BackendConfig
+from rlaif.config.judge import EnsembleJudgeConfig, JudgeSpec
+from rlaif.errors import ConfigError
+from rlaif.judging.pointwise import ScoreItem
+from rlaif.records import CandidatePair
+from rlaif.service.engines import Engines, JobCancelled
+from rlaif.service.settings import ServiceSettings
+from rlaif.stages.label import LabelOptions, label_stage
+from rlaif.store.inputs import iter_input
+from rlaif.store.runfolder import RunFolder
+
+__all__ = ["Executor", "LocalExecutor", "FleetExecutor", "RayExecutor", "make_executor"]
+
+log = logging.getLogger("rlaif.service")
+
+Stop = Callable[[], bool]
+
+
+class Executor(Protocol):
+    name: str
+    slots: int
+    """Chunks one worker runs at once."""
+
+    def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        """Label the chunk's pairs into `run` (resuming what is there); the label stage's summary."""
+        ...
+
+    def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        """Score the chunk's items into `run` (resuming what is there)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _label(spec: JudgeSpec, pairs: Path, run: RunFolder, backends: Any, batch_size: int) -> dict[str, Any]:
+    return label_stage(iter_input(pairs, CandidatePair), spec, backends, run, batch_size, progress=False,
+                       options=LabelOptions(source=f"{run.path.parent.parent.name} chunk {run.path.name}"))
+
+
+def _score(spec: JudgeSpec, items: Path, run: RunFolder, backends: Any, batch_size: int) -> dict[str, Any]:
+    from rlaif.judging.factory import make_judge
+    from rlaif.stages.score import score_items
+
+    chunk = [item for _, item in iter_input(items, ScoreItem) if isinstance(item, ScoreItem)]
+    judge = make_judge(spec, backends, "pointwise", "a pointwise batch")
+    result = score_items(chunk, judge, run, batch_size, progress=False)
+    return {"items": len(chunk), "scored_now": result.scored_now, "reused": result.reused}
+
+
+class LocalExecutor:
+    """Chunks on this worker's engines (shared with the synchronous routes, which go first)."""
+
+    name = "local"
+
+    def __init__(self, engines: Engines, settings: ServiceSettings):
+        self.engines, self.batch_size = engines, settings.batch_size
+        self.slots = settings.slots or 2
+
+    def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        return _label(spec, pairs, run, self.engines.backends(bulk=True, cancelled=stop), self.batch_size)
+
+    def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        return _score(spec, items, run, self.engines.backends(bulk=True, cancelled=stop), self.batch_size)
+
+    def close(self) -> None:
+        """The engines belong to the service."""
+
+
+class _Stoppable:
+    """A backend whose calls first ask the chunk's stop flag."""
+
+    def __init__(self, backend: Backend, stop: Stop):
+        self.backend, self.stop = backend, stop
+        self.name, self.model = backend.name, backend.model
+
+    def complete(self, requests: list) -> list:
+        if self.stop():
+            raise JobCancelled()
+        return self.backend.complete(requests)
+
+    def stats(self) -> BackendStats:
+        return self.backend.stats()
+
+    def close(self) -> None:
+        """The pool closes the backend."""
+
+
+class _StoppablePool:
+    def __init__(self, pool: BackendPool, stop: Stop):
+        self.pool, self.stop = pool, stop
+
+    def get(self, config: BackendConfig) -> Backend:
+        return _Stoppable(self.pool.get(config), self.stop)
+
+    def stats(self) -> BackendStats:
+        return self.pool.stats()
+
+
+def _fleet_judges(specs: dict[str, JudgeSpec]) -> None:
+    from rlaif.config.judge import load_judge_spec
+
+    for name, spec in specs.items():
+        singles = [load_judge_spec(m) for m in spec.ensemble.members] if isinstance(spec, EnsembleJudgeConfig) else [spec]
+        kinds = {s.backend.kind for s in singles if not isinstance(s, EnsembleJudgeConfig)}
+        if kinds != {"openai"}:
+            raise ConfigError(f"--executor fleet sends bulk work to each judge's OpenAI-compatible servers, but judge {name} "
+                              f"runs on {', '.join(sorted(kinds))}: serve judges with `backend.kind: openai` and `base_urls` "
+                              "(e.g. smollm2-pairwise-fleet), or use --executor local")
+
+
+class FleetExecutor:
+    """Chunks on the judges' own OpenAI-compatible servers, several at once; each chunk opens its own client pool
+    (failover across `base_urls`, retries and budgets as in `rlaif label`)."""
+
+    name = "fleet"
+
+    def __init__(self, settings: ServiceSettings, specs: dict[str, JudgeSpec]):
+        _fleet_judges(specs)
+        self.batch_size = settings.batch_size
+        self.slots = settings.slots or 4
+
+    def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        with BackendPool() as pool:
+            return _label(spec, pairs, run, _StoppablePool(pool, stop), self.batch_size)
+
+    def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        with BackendPool() as pool:
+            return _score(spec, items, run, _StoppablePool(pool, stop), self.batch_size)
+
+    def close(self) -> None:
+        """Nothing stays open between chunks."""
+
+
+class RayExecutor:
+    """Pairwise chunks on Ray Data (the Ray runner of `rlaif label`); pointwise chunks on this worker's engines. A
+    chunk on Ray runs to its end once started: a cancel takes effect at the next chunk (size chunks with
+    --chunk-pairs)."""
+
+    name = "ray"
+
+    def __init__(self, settings: ServiceSettings, engines: Engines):
+        import ray
+
+        self.settings, self.local = settings, LocalExecutor(engines, settings)
+        self.slots = settings.slots or 1
+        self.started_here = False
+        if not ray.is_initialized():
+            address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+            cpus = None if address else os.cpu_count() or 1
+            ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            self.started_here = True
+        log.info("bulk chunks on Ray %s (%s actors per chunk)", ray.__version__, settings.ray_actors)
+
+    def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        from rlaif.stages.ray_label import ray_label_stage
+
+        if stop():
+            raise JobCancelled()
+        s = self.settings
+        return ray_label_stage(pairs, spec, run, s.batch_size, actors=s.ray_actors, gpus_per_actor=s.ray_gpus_per_actor,
+                               progress=False)
+
+    def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
+        return self.local.score(spec, items, run, stop)
+
+    def close(self) -> None:
+        if self.started_here:
+            import ray
+
+            ray.shutdown()
+
+
+def make_executor(settings: ServiceSettings, engines: Engines, specs: dict[str, JudgeSpec]) -> Executor:
+    if settings.executor == "ray":
+        return RayExecutor(settings, engines)
+    if settings.executor == "fleet":
+        return FleetExecutor(settings, specs)
+    return LocalExecutor(engines, settings)
