@@ -6,6 +6,7 @@ It never stands in for a model: the product's tests of real behaviour use the vL
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Callable
 
@@ -42,10 +43,12 @@ class InstantBackend(BackendBase):
 
     def __init__(self, config: FakeBackendConfig):
         super().__init__()
-        self.model, self.seed = config.model, config.seed
+        self.model, self.seed, self.latency_s = config.model, config.seed, config.latency_s
         self._fillers: dict[int, dict[str, float]] = {}
 
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
+        if self.latency_s:
+            time.sleep(self.latency_s)
         return self._counted([self._answer(r) for r in requests])
 
     def _answer(self, request: CompletionRequest) -> Completion:

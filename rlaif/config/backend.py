@@ -130,6 +130,8 @@ class FakeBackendConfig(ConfigModel):
     model: str = "instant"
     seed: int = 0
     """Changes every answer (another hash)."""
+    latency_s: float = Field(0.0, ge=0, le=60)
+    """Seconds each call takes (a sleep): to test what happens while work is in flight (cancel, a killed worker)."""
 
 
 def _backend_kind(value: Any) -> str:
