@@ -105,3 +105,35 @@ def test_the_checks_see_an_upward_import(tmp_path):
     source.write_text("from rlaif.stages.label import label_stage\nfrom rlaif.stages import label\n")
     assert _imports(source, _modules()) == {"rlaif.stages.label"}
     assert LAYERS.index("stages") > LAYERS.index("store")
+
+
+def _sizes() -> tuple[list[str], list[str]]:
+    """Classes over 150 lines and functions over 80 lines in rlaif/ (decorators excluded, docstrings included)."""
+    classes, functions = [], []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1 if hasattr(node, "end_lineno") else 0
+            where = f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'name', '')} ({length} lines)"
+            if isinstance(node, ast.ClassDef) and length > 150:
+                classes.append(where)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and length > 80:
+                functions.append(where)
+    return classes, functions
+
+
+def test_no_class_over_150_lines_and_no_function_over_80():
+    classes, functions = _sizes()
+    assert not classes, "classes over 150 lines:\n" + "\n".join(classes)
+    assert not functions, "functions over 80 lines:\n" + "\n".join(functions)
+
+
+def test_the_size_check_sees_a_long_function(tmp_path, monkeypatch):
+    """Not vacuous: a package with an 81-line function and a 151-line class is caught."""
+    fake = tmp_path / "rlaif"
+    fake.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(80))
+    (fake / "big.py").write_text(f"def long():\n{body}\n\n\nclass Big:\n" + "\n".join(f"    y{i} = {i}" for i in range(150)) + "\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    classes, functions = _sizes()
+    assert len(classes) == 1 and "Big" in classes[0] and len(functions) == 1 and "long" in functions[0]
+

@@ -1,9 +1,10 @@
 """Labeling campaigns and the browser labeling page of `rlaif serve`, against real servers.
 
-The fast tests run `rlaif serve` on the instant fake judge and check the API, the mapping of what a person saw
-(left / right) back to the pair's A / B, `campaign_gold` and the audit, over plain HTTP. The `vllm` test labels
-a batch of the embedded model in a real headless Chromium driven by Selenium: keyboard shortcuts and buttons, a
-reload midway, untrusted texts shown as text, then the audit from the page, checked again through the API.
+The fast tests run `rlaif serve` on the instant fake judge and check the API, the links bound to one annotator
+each, the mapping of what a person saw (left / right) back to the pair's A / B, `campaign_gold` and the audit, over
+plain HTTP. The `vllm` test labels a batch of the embedded model in a real headless Chromium driven by Selenium
+through an annotator's link: keyboard shortcuts and buttons, a reload midway, untrusted texts shown as text, then
+the audit from the page, checked again through the API.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import pytest
 from service_support import KEYS, Server, fake_judge
 
 from rlaif.audit.sampling import labeled_candidates, select
-from rlaif.service.campaigns import campaign_gold
-from rlaif.service.db import ServiceDB
-from rlaif.service.jobs import batch_folder
+from rlaif.service.campaign_data import campaign_gold
+from rlaif.service.paths import batch_folder
 from rlaif.service.settings import ServiceSettings
+from rlaif.service.store import JobStore
 
 SEED = 3
 """The seed of most campaigns here: its coin shows item 0 in the pair's own order and item 1 swapped."""
@@ -80,12 +81,25 @@ def _finished_batch(server: Server, payload: bytes) -> dict:
     return done.model_dump()
 
 
-def _create(server: Server, batch_id: str, n: int, strategy: str = "uniform", seed: int = SEED) -> dict:
-    status, reply, _ = server.request("POST", "/v1/campaigns", {"batch_id": batch_id, "n": n, "strategy": strategy,
-                                                                "seed": seed})
+def _create(server: Server, batch_id: str, n: int, strategy: str = "uniform", seed: int = SEED,
+            annotators: list[str] | None = None) -> dict:
+    body = {"batch_id": batch_id, "n": n, "strategy": strategy, "seed": seed,
+            **({"annotators": annotators} if annotators is not None else {})}
+    status, reply, _ = server.request("POST", "/v1/campaigns", body)
     assert status == 200, reply
     assert isinstance(reply, dict)
     return reply
+
+
+def _add_link(server: Server, campaign_id: str, annotator: str, who: str | None = "alice") -> tuple[int, Any]:
+    status, reply, _ = server.request("POST", f"/v1/campaigns/{campaign_id}/links", {"annotator": annotator}, who=who)
+    return status, reply
+
+
+def _shown_annotator(page: str) -> str:
+    """The name the page labels as (fixed text, no field to change it)."""
+    assert "<input" not in page, "the page has no name field"
+    return page.split('<span id="annotator">', 1)[1].split("</span>", 1)[0]
 
 
 def _items(server: Server, campaign_id: str) -> list[dict]:
@@ -94,9 +108,9 @@ def _items(server: Server, campaign_id: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _label(server: Server, url: str, item_id: str, choice: str, annotator: str) -> tuple[int, Any]:
-    status, reply, _ = server.request("POST", f"{url}/items/{item_id}", {"choice": choice, "annotator": annotator},
-                                      who=None)
+def _label(server: Server, url: str, item_id: str, choice: str, **extra: Any) -> tuple[int, Any]:
+    """Answer through a link (the page sends only the choice; `extra` adds other body fields)."""
+    status, reply, _ = server.request("POST", f"{url}/items/{item_id}", {"choice": choice, **extra}, who=None)
     return status, reply
 
 
@@ -148,7 +162,8 @@ def test_a_campaign_samples_the_batch_with_the_humans_sample_strategies(fake_ser
     assert [i["flip"] for i in items] == _flips(7, len(items))
     assert {k: campaign[k] for k in ("object", "batch_id", "n", "strategy", "seed", "audit_id")} == {
         "object": "campaign", "batch_id": fake_batch["id"], "n": 5, "strategy": "stratified", "seed": 7, "audit_id": None}
-    assert campaign["progress"] == {"items": 5, "labeled": 0, "labels": 0, "annotators": []}
+    assert campaign["progress"] == {"items": 5, "labeled": 0, "labels": 0, "annotators": [], "links": ["annotator-1"]}
+    assert campaign["label_urls"] == {"annotator-1": campaign["label_url"]}, "by default one annotator, annotator-1"
     again = _create(fake_server, fake_batch["id"], n=5, strategy="stratified", seed=7)
     assert [(i["pair_id"], i["flip"]) for i in _items(fake_server, again["id"])] == [(i["pair_id"], i["flip"]) for i in items]
     assert again["label_url"] != campaign["label_url"], "each campaign has its own link"
@@ -156,26 +171,75 @@ def test_a_campaign_samples_the_batch_with_the_humans_sample_strategies(fake_ser
     assert many["progress"]["items"] == len(candidates), "n larger than the batch takes every labeled pair"
 
 
-def test_the_link_is_shown_once_and_only_its_hash_is_kept(fake_server: Server, fake_batch: dict):
-    campaign = _create(fake_server, fake_batch["id"], n=3)
-    url = campaign["label_url"]
-    token = url.removeprefix("/label/")
-    assert url.startswith("/label/") and len(token) >= 43, "256 random bits, URL-safe"
-    status, page, headers = fake_server.request("GET", url, who=None)
-    headers = {k.lower(): v for k, v in headers.items()}
-    assert status == 200 and "Which response is better?" in page
-    assert headers["referrer-policy"] == "no-referrer" and "script-src 'nonce-" in headers["content-security-policy"]
+def test_each_annotator_gets_a_link_shown_once_and_only_its_hash_is_kept(fake_server: Server, fake_batch: dict):
+    campaign = _create(fake_server, fake_batch["id"], n=3, annotators=[" ann2 ", "ann"])
+    assert list(campaign["label_urls"]) == ["ann2", "ann"], "names trimmed, in the order given"
+    assert campaign["label_url"] == campaign["label_urls"]["ann2"], "label_url is the first annotator's link"
+    assert campaign["progress"]["links"] == ["ann", "ann2"] and campaign["progress"]["annotators"] == []
+    tokens = {name: url.removeprefix("/label/") for name, url in campaign["label_urls"].items()}
+    assert len(set(tokens.values())) == 2, "one link per annotator"
+    for name, token in tokens.items():
+        url = f"/label/{token}"
+        assert len(token) >= 43, "256 random bits, URL-safe"
+        status, page, headers = fake_server.request("GET", url, who=None)
+        headers = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and "Which response is better?" in page and _shown_annotator(page) == name
+        assert headers["referrer-policy"] == "no-referrer" and "script-src 'nonce-" in headers["content-security-policy"]
     with sqlite3.connect(fake_server.service_dir / "service.sqlite") as db:
-        stored = db.execute("SELECT token_hash FROM campaigns WHERE id = ?", (campaign["id"],)).fetchone()[0]
-    assert stored == hashlib.sha256(token.encode()).hexdigest()
+        stored = dict(db.execute("SELECT annotator, token_hash FROM campaign_links WHERE campaign_id = ?",
+                                 (campaign["id"],)).fetchall())
+    assert stored == {name: hashlib.sha256(token.encode()).hexdigest() for name, token in tokens.items()}
     for name in ("service.sqlite", "service.sqlite-wal"):
         path = fake_server.service_dir / name
-        assert not path.exists() or token.encode() not in path.read_bytes(), f"the token itself is in {name}"
+        for token in tokens.values():
+            assert not path.exists() or token.encode() not in path.read_bytes(), f"a token itself is in {name}"
     status, again, _ = fake_server.request("GET", f"/v1/campaigns/{campaign['id']}")
-    assert status == 200 and "label_url" not in again
+    assert status == 200 and "label_url" not in again and "label_urls" not in again
+    assert again["progress"]["links"] == ["ann", "ann2"]
     log = fake_server.log.read_text()
     assert "/label/{token}" in log, "the page's requests are in the access log, by route template"
-    assert token not in log and "<b>why</b>" not in log, "neither the token nor a text is logged"
+    assert all(token not in log for token in tokens.values()) and "<b>why</b>" not in log, "no token or text is logged"
+
+
+def test_the_annotators_are_checked(fake_server: Server, fake_batch: dict):
+    body = {"batch_id": fake_batch["id"], "n": 3}
+    for annotators in ([], [" "], ["x" * 65], ["ann", " ann "], [f"a{i}" for i in range(101)], "ann", [3]):
+        status, reply, _ = fake_server.request("POST", "/v1/campaigns", {**body, "annotators": annotators})
+        assert status == 422 and reply["error"]["code"] == "invalid_request", (annotators, reply)
+    assert "given more than once" in fake_server.request("POST", "/v1/campaigns", {**body, "annotators": ["a", "a "]})[1][
+        "error"]["message"]
+    campaign = _create(fake_server, fake_batch["id"], n=3, annotators=["x" * 64, *(f"a{i}" for i in range(99))])
+    assert len(campaign["label_urls"]) == 100 and len(set(campaign["label_urls"].values())) == 100, "64 chars, 100 links"
+    status, reply = _add_link(fake_server, campaign["id"], "one-more")
+    assert status == 409 and reply["error"]["code"] == "too_many_links"
+
+
+def test_the_owner_adds_a_link_for_another_annotator(fake_server: Server, fake_batch: dict):
+    campaign = _create(fake_server, fake_batch["id"], n=3)
+    status, link = _add_link(fake_server, campaign["id"], " ann2 ")
+    assert status == 200, link
+    assert {k: link[k] for k in ("object", "campaign_id", "annotator")} == {
+        "object": "campaign.link", "campaign_id": campaign["id"], "annotator": "ann2"}
+    token = link["label_url"].removeprefix("/label/")
+    assert len(token) >= 43 and link["label_url"] != campaign["label_url"]
+    status, page, _ = fake_server.request("GET", link["label_url"], who=None)
+    assert status == 200 and _shown_annotator(page) == "ann2"
+    with sqlite3.connect(fake_server.service_dir / "service.sqlite") as db:
+        stored = db.execute("SELECT token_hash FROM campaign_links WHERE campaign_id = ? AND annotator = ?",
+                            (campaign["id"], "ann2")).fetchone()[0]
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    for name in ("ann2", "annotator-1"):
+        status, reply = _add_link(fake_server, campaign["id"], name)
+        assert status == 409 and reply["error"]["code"] == "link_exists", "one link per annotator, shown once"
+    assert _add_link(fake_server, campaign["id"], "ann3", who=None)[0] == 401
+    status, reply = _add_link(fake_server, campaign["id"], "ann3", who="bob")
+    assert status == 404 and reply["error"]["code"] == "campaign_not_found", "only the owner adds links"
+    assert _add_link(fake_server, "campaign_" + "0" * 24, "ann3")[0] == 404
+    assert _add_link(fake_server, "not-an-id", "ann3")[0] == 404
+    assert _add_link(fake_server, campaign["id"], "  ")[0] == 422
+    assert fake_server.request("GET", f"/v1/campaigns/{campaign['id']}")[1]["progress"]["links"] == ["ann2", "annotator-1"]
+    _label(fake_server, link["label_url"], _items(fake_server, campaign["id"])[0]["item_id"], "left")
+    assert set(_labels(fake_server, campaign["id"]).keys()) == {("0", "ann2")}, "the new link labels as ann2"
 
 
 def test_campaign_routes_answer_only_their_owner(fake_server: Server, fake_batch: dict):
@@ -203,37 +267,52 @@ def test_campaign_routes_answer_only_their_owner(fake_server: Server, fake_batch
     assert fake_server.request("GET", f"{wrong}/audit/report", who=None)[0] == 404
 
 
-def test_answers_map_back_to_the_pairs_own_a_and_b(fake_server: Server, fake_batch: dict):
-    campaign = _create(fake_server, fake_batch["id"], n=4)
-    url, items = campaign["label_url"], _items(fake_server, campaign["id"])
+def test_answers_map_back_to_the_pairs_own_a_and_b_under_the_links_annotator(fake_server: Server, fake_batch: dict):
+    campaign = _create(fake_server, fake_batch["id"], n=4, annotators=["ann", "ann2"])
+    urls, items = campaign["label_urls"], _items(fake_server, campaign["id"])
+    url = urls["ann"]
     assert [i["flip"] for i in items[:2]] == [False, True], "item 0 shown as is, item 1 swapped"
     first, second = items[0]["item_id"], items[1]["item_id"]
-    status, page, _ = fake_server.request("GET", f"{url}?annotator=ann", who=None)
+    status, page, _ = fake_server.request("GET", url, who=None)
+    assert _shown_annotator(page) == "ann" and "localStorage" not in page
     assert html.escape(items[0]["prompt"]) in page and items[0]["prompt"] not in page, "texts are escaped"
     assert page.index(html.escape(items[0]["response_1"])) < page.index(html.escape(items[0]["response_2"])), "A left"
     assert "0 of 4 labeled" in page
-    assert _label(fake_server, url, first, "left", "ann") == (200, {
+    assert _label(fake_server, url, first, "left") == (200, {
         "item_id": first, "annotator": "ann", "label": "A", "labeled_by_you": 1, "items": 4})
-    assert _label(fake_server, url, second, "left", "ann")[1]["label"] == "B", "left was response_2"
-    assert _label(fake_server, url, second, "right", " ann ")[1]["label"] == "A", "a relabel replaces, names trimmed"
-    assert _label(fake_server, url, first, "tie", "")[1]["annotator"] == "anonymous"
-    assert _label(fake_server, url, first, "right", "ann2")[1]["label"] == "B"
-    assert _label(fake_server, url, first, "middle", "ann")[0] == 422
-    assert _label(fake_server, url, "99", "left", "ann")[0] == 404
-    assert _labels(fake_server, campaign["id"]) == {(first, "ann"): "A", (second, "ann"): "A", (first, "anonymous"): "tie",
+    assert _label(fake_server, url, second, "left", annotator="ann")[1]["label"] == "B", "left was response_2"
+    assert _label(fake_server, url, second, "right", annotator=" ann ")[1] == {
+        "item_id": second, "annotator": "ann", "label": "A", "labeled_by_you": 2, "items": 4}, "a relabel replaces"
+    for other in ("ann2", "", "anonymous"):
+        status, reply = _label(fake_server, url, first, "right", annotator=other)
+        assert status == 403 and reply["error"]["code"] == "annotator_mismatch", "ann's link labels only as ann"
+        assert "labels as 'ann'" in reply["error"]["message"]
+    assert _label(fake_server, urls["ann2"], first, "right")[1] == {
+        "item_id": first, "annotator": "ann2", "label": "B", "labeled_by_you": 1, "items": 4}
+    status, link = _add_link(fake_server, campaign["id"], "ann3")
+    assert status == 200
+    assert _label(fake_server, link["label_url"], first, "tie", annotator="ann3")[1]["annotator"] == "ann3"
+    assert _label(fake_server, url, first, "middle")[0] == 422
+    assert _label(fake_server, url, first, "left", who="ann2")[0] == 422, "no other field in the body"
+    assert _label(fake_server, url, "99", "left")[0] == 404
+    assert _labels(fake_server, campaign["id"]) == {(first, "ann"): "A", (second, "ann"): "A", (first, "ann3"): "tie",
                                                     (first, "ann2"): "B"}
-    status, page, _ = fake_server.request("GET", f"{url}?annotator=ann", who=None)
-    assert "2 of 4 labeled" in page and html.escape(items[2]["prompt"]) in page, "ann continues at item 2"
-    status, page, _ = fake_server.request("GET", f"{url}?annotator=ann2", who=None)
+    for query in ("", "?annotator=ann2", "?annotator=anonymous"):
+        status, page, _ = fake_server.request("GET", url + query, who=None)
+        assert _shown_annotator(page) == "ann", f"{query or 'no query'}: the link cannot switch annotator"
+        assert "2 of 4 labeled" in page and html.escape(items[2]["prompt"]) in page, "ann continues at item 2"
+    status, page, _ = fake_server.request("GET", urls["ann2"] + "?annotator=ann", who=None)
+    assert _shown_annotator(page) == "ann2"
     assert "1 of 4 labeled" in page and html.escape(items[1]["prompt"]) in page, "ann2 continues at item 1"
     status, state, _ = fake_server.request("GET", f"/v1/campaigns/{campaign['id']}")
-    assert state["progress"] == {"items": 4, "labeled": 2, "labels": 4, "annotators": ["ann", "ann2", "anonymous"]}
+    assert state["progress"] == {"items": 4, "labeled": 2, "labels": 4, "annotators": ["ann", "ann2", "ann3"],
+                                 "links": ["ann", "ann2", "ann3"]}
 
-    db = ServiceDB(fake_server.service_dir / "service.sqlite")
+    store = JobStore.open(fake_server.service_dir / "service.sqlite")
     try:
-        gold = campaign_gold(db, ServiceSettings(service_dir=fake_server.service_dir), campaign["id"])
+        gold = campaign_gold(store, ServiceSettings(service_dir=fake_server.service_dir), campaign["id"])
     finally:
-        db.close()
+        store.close()
     assert [(g.id, g.prompt, g.response_a, g.response_b) for g in gold] == [
         (i["pair_id"], i["prompt"], i["response_1"], i["response_2"]) for i in items[:2]]
     assert (gold[0].label, sorted(gold[0].annotators)) == ("tie", ["A", "B", "tie"]), "three-way split: a tie"
@@ -241,11 +320,11 @@ def test_answers_map_back_to_the_pairs_own_a_and_b(fake_server: Server, fake_bat
 
 
 def test_the_audit_is_one_click_away_and_reruns_only_on_new_labels(fake_server: Server, fake_batch: dict):
-    campaign = _create(fake_server, fake_batch["id"], n=3)
+    campaign = _create(fake_server, fake_batch["id"], n=3, annotators=["ann", "ann2"])
     url, items = campaign["label_url"], _items(fake_server, campaign["id"])
     status, reply, _ = fake_server.request("POST", f"{url}/audit", who=None)
     assert status == 409 and reply["error"]["code"] == "nothing_labeled"
-    _label(fake_server, url, items[0]["item_id"], "left", "ann")
+    _label(fake_server, url, items[0]["item_id"], "left")
     status, started, _ = fake_server.request("POST", f"{url}/audit", who=None)
     assert status == 200 and started["status"] in ("queued", "running", "completed")
     first = started["audit_id"]
@@ -253,13 +332,17 @@ def test_the_audit_is_one_click_away_and_reruns_only_on_new_labels(fake_server: 
     assert (state["status"], state["audit_id"], state["result"]["n_items"]) == ("completed", first, 1), state
     assert fake_server.request("POST", f"{url}/audit", who=None)[1]["audit_id"] == first, "same labels: same audit"
     assert fake_server.request("GET", f"/v1/campaigns/{campaign['id']}")[1]["audit_id"] == first
+    other = campaign["label_urls"]["ann2"]
+    assert fake_server.request("GET", f"{other}/audit", who=None)[1]["audit_id"] == first, "one audit per campaign"
     status, report, headers = fake_server.request("GET", state["report_url"], who=None)
     assert status == 200 and "Judge audit" in report
     assert {k.lower(): v for k, v in headers.items()}["referrer-policy"] == "no-referrer"
     for item in items[1:]:
-        _label(fake_server, url, item["item_id"], "tie", "ann")
-    status, page, _ = fake_server.request("GET", f"{url}?annotator=ann", who=None)
+        _label(fake_server, url, item["item_id"], "tie")
+    status, page, _ = fake_server.request("GET", url, who=None)
     assert "3 of 3 labeled" in page and 'id="run-audit"' in page and f'data-audit="{first}"' in page
+    status, page, _ = fake_server.request("GET", other, who=None)
+    assert "0 of 3 labeled" in page and 'id="run-audit"' not in page, "ann2 has labeled nothing yet"
     second = fake_server.request("POST", f"{url}/audit", who=None)[1]["audit_id"]
     assert second != first, "more labeled items than the last audit saw: a new audit"
     state = _audit_done(fake_server, url)
@@ -350,7 +433,8 @@ def real_batch(real_service: Server) -> dict:
 def test_a_person_labels_a_campaign_in_the_browser_and_runs_the_audit(real_service: Server, real_batch: dict, browser):
     from selenium.webdriver.common.keys import Keys
 
-    campaign = _create(real_service, real_batch["id"], n=8)
+    campaign = _create(real_service, real_batch["id"], n=8, annotators=["tester", "second"])
+    mine, theirs = campaign["label_urls"]["tester"], campaign["label_urls"]["second"]
     total = campaign["progress"]["items"]
     assert total >= 3, f"the model labeled too few pairs to sample: {campaign}"
     assert real_service.request("GET", f"/v1/campaigns/{campaign['id']}", who="bob")[0] == 404
@@ -358,14 +442,10 @@ def test_a_person_labels_a_campaign_in_the_browser_and_runs_the_audit(real_servi
     assert real_service.request("GET", "/label/" + "y" * 43, who=None)[0] == 404
     pairs = {p: (r1, r2) for p, r1, r2 in HTML_PAIRS}
     page = LabelingPage(browser)
-    browser.get(real_service.url + campaign["label_url"])
+    browser.get(real_service.url + mine + "?annotator=second")  # a query cannot switch the link's annotator
     page.wait_progress(0, total)
-    name = browser.find_element(page.by.ID, "annotator")
-    assert name.get_attribute("value") == "anonymous"
-    name.send_keys(Keys.CONTROL, "a")  # select and type over: WebDriver's clear() would fire `change` (a reload)
-    name.send_keys("tester", Keys.ENTER)
-    page.wait().until(lambda d: "annotator=tester" in d.current_url)
-    page.wait_progress(0, total)
+    assert page.text("annotator") == "tester", "the page shows the link's annotator"
+    assert browser.find_elements(page.by.CSS_SELECTOR, "input, textarea, select") == [], "no name field"
 
     # (how, what, choice): keyboard shortcuts and buttons, each choice both ways
     plan = [("key", "1", "left"), ("button", "btn-left", "left"), ("key", "t", "tie"), ("button", "btn-right", "right"),
@@ -402,15 +482,19 @@ def test_a_person_labels_a_campaign_in_the_browser_and_runs_the_audit(real_servi
     page.click("report-link")
     page.wait().until(lambda d: "Judge audit" in d.page_source)
     assert "accuracy_no_ties" in browser.page_source
-    browser.get(real_service.url + campaign["label_url"])  # no ?annotator=: the name comes back from localStorage
-    page.wait().until(lambda d: "annotator=tester" in d.current_url)
+    browser.get(real_service.url + theirs)  # the other annotator's link: their own name and progress
+    page.wait_progress(0, total)
+    assert page.text("annotator") == "second" and page.shown()[0] == seen_prompts[0], "second starts at the first item"
+    browser.get(real_service.url + mine)  # back on tester's link: all done, the finished audit's report
     page.wait_progress(total, total)
+    assert page.text("annotator") == "tester"
     page.wait().until(lambda d: d.find_element(page.by.ID, "report-link").is_displayed())
+    assert browser.execute_script("return window.localStorage.length") == 0, "the page keeps no name in the browser"
 
     items = {i["item_id"]: i for i in _items(real_service, campaign["id"])}
-    got = {items[item_id]["prompt"]: label for (item_id, who), label in _labels(real_service, campaign["id"]).items()
-           if who == "tester"}
-    assert got == expected
+    labels = _labels(real_service, campaign["id"])
+    assert {who for _, who in labels} == {"tester"}, "every label is the link's annotator's"
+    assert {items[item_id]["prompt"]: label for (item_id, _), label in labels.items()} == expected
     state = real_service.request("GET", f"/v1/campaigns/{campaign['id']}")[1]
     assert state["progress"]["labeled"] == total and state["audit_id"]
     status, audit, _ = real_service.request("GET", f"/v1/audits/{state['audit_id']}")

@@ -254,7 +254,7 @@ class OpenAIBackend(BackendBase):
         server = self._fleet.take(progress.failed_on)
         progress.server = server.url
         try:
-            response = server.client.chat.completions.create(**self._params(request),
+            response = server.client.chat.completions.create(**_chat_params(self.config, request),
                                                              timeout=min(self.config.timeout_s, remaining))
             completion = self._to_completion(response)
         except Exception as exc:  # every failure is classified; none escapes as an exception
@@ -289,25 +289,6 @@ class OpenAIBackend(BackendBase):
 
     # -- request and response mapping ---------------------------------------------------------------------
 
-    def _params(self, request: CompletionRequest) -> dict:
-        params = dict(
-            model=self.config.model,
-            messages=[m.model_dump() for m in request.messages],
-            max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, n=request.n,
-        )
-        if request.seed is not None:
-            params["seed"] = request.seed
-        if request.stop:
-            params["stop"] = list(request.stop)
-        if request.top_logprobs > 0 and self.config.logprobs:
-            params.update(logprobs=True, top_logprobs=request.top_logprobs)
-        extra = dict(self.config.extra_body)
-        if request.continue_final:
-            extra.update(add_generation_prompt=False, continue_final_message=True)
-        if extra:
-            params["extra_body"] = extra
-        return params
-
     def _to_completion(self, response) -> Completion:
         """Read the SDK's response; anything missing or mistyped raises, and is retried as malformed."""
         if isinstance(response, (str, bytes)):
@@ -323,6 +304,27 @@ class OpenAIBackend(BackendBase):
         cost = (prompt_tokens * self.config.usd_per_million_input_tokens
                 + completion_tokens * self.config.usd_per_million_output_tokens) / 1e6
         return Completion(choices=choices, prompt_tokens=prompt_tokens, cost_usd=cost)
+
+
+def _chat_params(config: OpenAIBackendConfig, request: CompletionRequest) -> dict:
+    """The chat-completions parameters of one request."""
+    params = dict(
+        model=config.model,
+        messages=[m.model_dump() for m in request.messages],
+        max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, n=request.n,
+    )
+    if request.seed is not None:
+        params["seed"] = request.seed
+    if request.stop:
+        params["stop"] = list(request.stop)
+    if request.top_logprobs > 0 and config.logprobs:
+        params.update(logprobs=True, top_logprobs=request.top_logprobs)
+    extra = dict(config.extra_body)
+    if request.continue_final:
+        extra.update(add_generation_prompt=False, continue_final_message=True)
+    if extra:
+        params["extra_body"] = extra
+    return params
 
 
 def _to_choice(choice) -> Choice:
