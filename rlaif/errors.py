@@ -7,7 +7,8 @@
     └── BackendError             a backend failed as a whole (engine start, server unreachable)
 
 A failure that concerns a single item (an unparseable verdict, a prompt too long for the model) is never
-raised: it becomes an `Unlabeled` record with its reason, and the rest of the run goes on.
+raised: it becomes an unlabeled `Judgment` (or an unscored `ScoreRecord`) with its reason, and the rest of the
+run goes on.
 """
 
 from __future__ import annotations

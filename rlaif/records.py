@@ -1,10 +1,11 @@
 """Typed records that flow one way through the stages.
 
-    PromptItem -> Sample -> CandidatePair -> Judgment -> (PreferenceRow | Unlabeled)
+    PromptItem -> Sample -> CandidatePair -> Judgment -> a preference row, or an unlabeled entry with its reason
 
 Every record is a small pydantic model; stages take records in and give records out, and only the
-CLI and the run folder read or write files. `Provenance` is the block every judge-made record carries
-(and every preference row repeats); `Judgment.outcome` is the one definition of a tie.
+CLI and the run folder read or write files (the rows are plain dicts, made by `rlaif.store.rows`).
+`Provenance` is the block every judge-made record carries (and every preference row repeats);
+`Judgment.outcome` is the one definition of a tie.
 """
 
 from __future__ import annotations

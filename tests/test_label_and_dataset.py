@@ -12,7 +12,7 @@ from rlaif.errors import InputError
 from rlaif.judging.pairwise import PairwiseJudge
 from rlaif.records import CandidatePair, Judgment, Sample
 from rlaif.stages.generate import make_pairs
-from rlaif.stages.label import JUDGMENTS, label_pairs, label_stage
+from rlaif.stages.label import JUDGMENTS, LabelOptions, label_pairs, label_stage
 from rlaif.store.rows import PROVENANCE_COLUMNS
 from rlaif.store.runfolder import RunFolder, read_rows
 
@@ -102,7 +102,8 @@ def test_label_stage_writes_trl_dataset_and_side_files(tmp_path):
     run = RunFolder(tmp_path / "run")
     items = [*pairs(4), pair(9, prompt="UNREADABLE question")]
     skipped = [{"pair_id": "p:0-1", "reason": "identical responses"}]
-    summary = label_stage(items, judge_config(), SharedBackend(fake(_mostly_readable)), run, batch_size=2, skipped=skipped, progress=False)
+    summary = label_stage(items, judge_config(), SharedBackend(fake(_mostly_readable)), run, batch_size=2, progress=False,
+                          options=LabelOptions(skipped=skipped))
 
     ds = load_from_disk(str(tmp_path / "run" / "dataset"))
     assert {"prompt", "chosen", "rejected", *PROVENANCE_COLUMNS} <= set(ds.column_names)

@@ -11,7 +11,7 @@ from fakes import fake, judge_config, pair, prefers_marker
 from rlaif.backends import SharedBackend
 from rlaif.config import FakeBackendConfig, JudgeConfig, PrincipleSelection
 from rlaif.records import CandidatePair, Judgment
-from rlaif.stages.label import JUDGMENTS, in_shard, label_stage
+from rlaif.stages.label import JUDGMENTS, LabelOptions, in_shard, label_stage
 from rlaif.store.datasets import DatasetWriter, pairwise_features
 from rlaif.store.index import JudgmentIndex, SeenSet, judgment_line
 from rlaif.store.inputs import count_rows, input_format, iter_input
@@ -25,7 +25,7 @@ def rows(n: int) -> list[dict]:
 def run_label(tmp_path, items, name="out", **kw):
     backend = fake(prefers_marker())
     summary = label_stage(items, judge_config(), SharedBackend(backend), RunFolder(tmp_path / name), batch_size=3,
-                          progress=False, **kw)
+                          progress=False, options=LabelOptions(**kw))
     return summary, backend
 
 

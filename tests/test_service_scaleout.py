@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from service_support import KEYS, FAKE_JUDGE, Server
+from service_support import FAKE_JUDGE, KEYS, Server
 
 
 def _judge(folder: Path, latency_s: float = 0.0) -> Path:
@@ -229,8 +229,8 @@ def test_fleet_executor_spreads_chunks_over_the_servers(folder: Path):
     stubs = [StubServer(), StubServer()]
     judge = folder / "fleet.yaml"
     judge.write_text(FAKE_JUDGE.replace("name: fake-pairwise", "name: stub-fleet").replace(
-        "backend: {kind: fake}", "backend: {kind: openai, base_urls: [%s], model: stub, api_key_env: null, "
-        "max_concurrency: 4}" % ", ".join(s.url + "/v1" for s in stubs)))
+        "backend: {kind: fake}", "backend: {{kind: openai, base_urls: [{}], model: stub, api_key_env: null, "
+        "max_concurrency: 4}}".format(", ".join(s.url + "/v1" for s in stubs))))
     server = Server(folder / "svc", [str(judge)], KEYS, extra=["--executor", "fleet", "--chunk-pairs", "20"]).start(timeout=120)
     try:
         batch = _wait(server, _submit(server, _lines(100)))

@@ -43,12 +43,6 @@ TIE_POLICY = ("judge says tie only when |P(A) - 0.5| <= tie_margin; accuracy_no_
               "one side says tie; Cohen's kappa over A/B/tie on all judged items")
 
 
-def _with_ci(stat, *arrays, boot: R.Resamples) -> dict:
-    """A metric and its percentile interval, the statistic recomputed on each resample's items (the general path;
-    the main metrics use their vectorized forms in `resampling`)."""
-    return _entry(stat(*arrays), boot.ci(stat, *arrays))
-
-
 def _entry(value, interval) -> dict:
     low, high = interval
     return {"value": _num(value), "ci95": [_num(low), _num(high)]}

@@ -11,41 +11,35 @@ compare` read them to say whether the judge, the gold set, or both changed betwe
 
 from __future__ import annotations
 
-from typing import Any
-
 from rlaif.audit.gold import GoldItem
+from rlaif.config.judge import JudgeConfig
+from rlaif.judging.identity import JudgeIdentity
 from rlaif.models import model_identity
 from rlaif.records import content_key
 
 __all__ = ["judge_fingerprint", "gold_fingerprint", "labels_fingerprint", "what_changed"]
 
 
-def _model(config: Any) -> dict:
+def _model(config: JudgeConfig) -> dict:
+    """The identity of a single judge's model, by its backend's kind."""
     backend = config.backend
     if backend.kind == "vllm":
         return {"backend": "vllm", **model_identity(backend.model)}
     if backend.kind == "openai":
-        return {"backend": "openai", "model": backend.model, "checksum": None, "servers": backend.urls(),
+        return {"backend": "openai", "model": backend.model, "checksum": None, "servers": backend.urls,
                 "from": "served model: identified by name and servers"}
     return {"backend": backend.kind, "model": backend.model, "checksum": None, "from": "fake backend"}
 
 
-def judge_fingerprint(judge: Any) -> dict:
+def judge_fingerprint(identity: JudgeIdentity) -> dict:
     """The judge's identity: `sha` changes whenever the judge would label differently (config, template or
-    constitution version, or any model's identity)."""
-    singles = list(getattr(judge, "members", None) or [judge])
-    models = [_model(m.config) for m in singles]
-    template = getattr(judge, "template_name", None) or judge.template.name
-    template_version = getattr(judge, "template_version", None) or judge.template.version
-    constitution = getattr(judge, "constitution_name", None) or judge.constitution.name
-    constitution_version = getattr(judge, "constitution_version", None) or judge.constitution.version
-    config = judge.config.model_dump(mode="json")
-    kind = "ensemble" if hasattr(judge, "members") else config.get("mode", "pairwise")
+    constitution version, or any model's identity). Needs no backend: `judge.identity` or `judge_identity(spec)`."""
+    models = [_model(config) for config in identity.single_configs]
     return {
-        "name": judge.name, "kind": kind, "config_sha": content_key(config),
-        "template": template, "template_version": template_version,
-        "constitution": constitution, "constitution_version": constitution_version, "models": models,
-        "sha": content_key(judge.fingerprint, models),
+        "name": identity.name, "kind": identity.kind, "config_sha": content_key(identity.config_data),
+        "template": identity.template, "template_version": identity.template_version,
+        "constitution": identity.constitution, "constitution_version": identity.constitution_version, "models": models,
+        "sha": content_key(identity.fingerprint, models),
     }
 
 

@@ -12,23 +12,30 @@ from typing import Protocol
 
 from rlaif.backends.base import Backend, BackendStats
 from rlaif.config.backend import BackendConfig
+from rlaif.errors import ConfigError
 
-__all__ = ["open_backend", "Backends", "BackendPool", "SharedBackend"]
+__all__ = ["open_backend", "Backends", "BackendPool", "SharedBackend", "BACKEND_KINDS"]
+
+BACKEND_KINDS = ("vllm", "openai", "fake")
+"""The backend kinds `open_backend` opens (a config's `kind`)."""
 
 
 def open_backend(config: BackendConfig) -> Backend:
-    """Open the backend a config names (heavy engines are imported only here)."""
+    """Open the backend a config names (heavy engines are imported only here); any other config is a ConfigError
+    naming the kinds there are."""
     if config.kind == "vllm":
         from rlaif.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(config)
+    if config.kind == "openai":
+        from rlaif.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(config)
     if config.kind == "fake":
         from rlaif.backends.fake import InstantBackend
 
         return InstantBackend(config)
-    from rlaif.backends.openai_backend import OpenAIBackend
-
-    return OpenAIBackend(config)
+    raise ConfigError(f"unknown backend kind {config.kind!r}: the backend kinds are {', '.join(BACKEND_KINDS)}")
 
 
 class Backends(Protocol):

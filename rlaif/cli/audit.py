@@ -54,90 +54,93 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace, judge_spec: str, out: Path, variations: bool) -> tuple[dict, list[str]]:
-    """Judge (or match) the gold items, compute and write the audit into `out`; (metrics, failed gate messages)."""
-    from rlaif.audit.fingerprint import gold_fingerprint, judge_fingerprint, labels_fingerprint
-    from rlaif.audit.folder import audit_metrics, save_audit
-    from rlaif.audit.judging import judge_gold, match_run
-    from rlaif.audit.report import gate
+    """Judge (or match) the gold items, compute and write the audit into `out`; (metrics, failed gate messages).
+    With `variations`, --retest, --templates and --baseline are measured on top of it."""
+    from rlaif.audit.run import JudgeSource, LabelsSource, run_audit
     from rlaif.backends import BackendPool
-    from rlaif.config import load_judge_spec
-    from rlaif.judging import make_judge
     from rlaif.store import RunFolder
 
     items, bad = _load_gold(args)
-    run = RunFolder(out)
-    run.write_jsonl("invalid_gold_rows.jsonl", bad)
-    gold_fp = gold_fingerprint(items, args.gold)
-    extra: dict[str, Any] = {}
+    RunFolder(out).write_jsonl("invalid_gold_rows.jsonl", bad)
+    options = _options(args)
+    meta = {"invalid_rows": len(bad)}
     if args.labels:
-        records = match_run(items, args.labels)
-        judge_name = f"labels from {args.labels}"
-        judge_fp = labels_fingerprint(args.labels, [r.judgment for r in records if r.judgment is not None])
-    else:
-        spec = load_judge_spec(judge_spec)
-        mode = getattr(spec, "mode", "pairwise")
-        with BackendPool() as pool:
-            judge = make_judge(spec, pool, mode, "`rlaif audit`")
-            records = judge_gold(items, judge, run, args.batch_size, not args.quiet)
-            if variations:
-                extra = _variations(args, spec, mode, pool, judge, items, records, out, gold_fp)
-        judge_name, judge_fp = judge.name, judge_fingerprint(judge)
-    metrics, rows = audit_metrics(records, {"judge": judge_fp, "gold": gold_fp}, args.tie_margin, args.bootstrap, args.seed)
-    meta: dict[str, Any] = {"judge": judge_name, "gold": str(args.gold), "invalid_rows": len(bad)}
-    meta["gate"] = gate(metrics, args.min_kappa, args.min_accuracy)
-    failed = [meta["gate"]["detail"]] if meta["gate"] and not meta["gate"]["passed"] else []
-    sections = _variation_sections(metrics, extra)
-    if variations and args.baseline:
-        from rlaif.audit.compare import baseline_check
-
-        base = baseline_check(metrics, rows, args.baseline, args.max_drop)
-        metrics["baseline"] = base
-        sections += ["## Against the baseline", "", f"Baseline: {base['baseline']}.", "", f"**{base['verdict']}**: {base['detail']}", ""]
-        if not base["passed"]:
-            failed.append(f"against the baseline: {base['detail']}")
-    save_audit(out, metrics, rows, meta, sections)
-    return metrics, failed
+        extend = _extend(args, items, out, None) if variations else None
+        result = run_audit(items, str(args.gold), out, LabelsSource(args.labels), options, meta, extend)
+        return result.metrics, result.failed
+    with BackendPool() as pool:
+        extend = _extend(args, items, out, pool) if variations else None
+        result = run_audit(items, str(args.gold), out, JudgeSource(judge_spec, pool, "`rlaif audit`"), options, meta, extend)
+    return result.metrics, result.failed
 
 
-def _variations(args, spec, mode, pool, judge, items, records, out: Path, gold_fp: dict) -> dict[str, Any]:
+def _options(args: argparse.Namespace):
+    from rlaif.audit.run import AuditOptions
+
+    return AuditOptions(tie_margin=args.tie_margin, bootstrap=args.bootstrap, seed=args.seed, min_kappa=args.min_kappa,
+                        min_accuracy=args.min_accuracy, batch_size=args.batch_size, progress=not args.quiet)
+
+
+def _extend(args: argparse.Namespace, items: list, out: Path, pool):
+    """The `run_audit` hook of `rlaif audit`: --retest and --templates (a judge audit only), then --baseline."""
+    from rlaif.audit.run import AuditExtras
+
+    def extend(audited, metrics: dict, rows: list[dict]) -> AuditExtras:
+        extra = _variations(args, audited, pool, items, out) if audited.judge is not None else {}
+        extras = AuditExtras(sections=_variation_sections(metrics, extra))
+        if args.baseline:
+            from rlaif.audit.compare import baseline_check
+
+            base = baseline_check(metrics, rows, args.baseline, args.max_drop)
+            metrics["baseline"] = base
+            extras.sections += ["## Against the baseline", "", f"Baseline: {base['baseline']}.", "",
+                                f"**{base['verdict']}**: {base['detail']}", ""]
+            if not base["passed"]:
+                extras.failed.append(f"against the baseline: {base['detail']}")
+        return extras
+
+    return extend
+
+
+def _variations(args, audited, pool, items, out: Path) -> dict[str, Any]:
     """--retest and --templates: the same judge again with one thing changed, each into its own folder."""
+    from dataclasses import replace
+
     from rlaif.audit.judging import judge_gold
+    from rlaif.audit.run import JudgeSource, run_audit
     from rlaif.audit.variation import readings_agreement, retest_varies
-    from rlaif.config import EnsembleJudgeConfig
-    from rlaif.judging import make_judge
+    from rlaif.judging import load_constitution, make_judge
     from rlaif.store import RunFolder
 
+    identity = audited.judge.identity
+    spec, mode = identity.config, identity.mode
     found: dict[str, Any] = {}
     if args.retest:
-        readings = {"repeat 1": records}
+        readings = {"repeat 1": audited.records}
         for r in range(1, args.retest):
             again = make_judge(spec, pool, mode, "`rlaif audit`", adjust=_redraw(r))
             readings[f"repeat {r + 1}"] = judge_gold(items, again, RunFolder(out / "retest" / f"repeat-{r + 1}"),
                                                      args.batch_size, not args.quiet)
-        singles = list(getattr(judge, "members", None) or [judge])
+        configs = identity.single_configs
         found["retest"] = readings_agreement(readings, args.tie_margin, args.bootstrap, args.seed)
-        found["retest"]["varies"] = retest_varies([m.config for m in singles], [len(m.constitution.principles) for m in singles])
+        found["retest"]["varies"] = retest_varies(configs, [len(load_constitution(c.constitution).principles) for c in configs])
     if args.templates:
-        if isinstance(spec, EnsembleJudgeConfig):
-            raise InputError(f"--templates needs a single judge; {spec.name} is an ensemble (audit each member instead)")
-        from rlaif.audit.fingerprint import judge_fingerprint
-        from rlaif.audit.folder import audit_metrics, save_audit
-
-        readings = {spec.template: records}
+        if identity.kind == "ensemble":
+            raise InputError(f"--templates needs a single judge; {identity.name} is an ensemble (audit each member instead)")
+        readings = {identity.template: audited.records}
+        options = replace(_options(args), min_kappa=None, min_accuracy=None)
         for template in args.templates:
-            if template == spec.template or Path(template).stem == Path(spec.template).stem:
+            if template == identity.template or Path(template).stem == Path(identity.template).stem:
                 continue
             variant = make_judge(spec, pool, mode, "`rlaif audit`", adjust=_with_template(template))
             folder = out / "templates" / Path(template).stem
-            readings[template] = judge_gold(items, variant, RunFolder(folder), args.batch_size, not args.quiet)
-            metrics, rows = audit_metrics(readings[template], {"judge": judge_fingerprint(variant), "gold": gold_fp},
-                                          args.tie_margin, args.bootstrap, args.seed)
-            save_audit(folder, metrics, rows, {"judge": f"{variant.name} with template {template}", "gold": str(args.gold)})
+            readings[template] = run_audit(items, str(args.gold), folder, JudgeSource(variant), options,
+                                           {"judge": f"{variant.name} with template {template}"}).records
         if len(readings) < 2:
             raise InputError("--templates: give at least one template other than the judge's own "
-                             f"({spec.template}), e.g. judge/pairwise-paraphrase-1.jinja")
+                             f"({identity.template}), e.g. judge/pairwise-paraphrase-1.jinja")
         found["templates"] = readings_agreement(readings, args.tie_margin, args.bootstrap, args.seed)
-        found["templates"]["folders"] = {t: str(out / "templates" / Path(t).stem) for t in readings if t != spec.template}
+        found["templates"]["folders"] = {t: str(out / "templates" / Path(t).stem) for t in readings if t != identity.template}
     return found
 
 

@@ -56,7 +56,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.config import load_judge_spec
     from rlaif.errors import ConfigError
     from rlaif.records import CandidatePair
-    from rlaif.stages.label import label_stage
+    from rlaif.stages.label import LabelOptions, label_stage
     from rlaif.store import RunFolder
     from rlaif.store.inputs import FORMATS
 
@@ -70,9 +70,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.runner == "ray":
         return _label_on_ray(args, judge, pairs, total)
     with BackendPool() as pool:
-        summary = label_stage(pairs, judge, pool, RunFolder(args.out), args.batch_size,
-                              extra_manifest={"pairs_file": str(args.pairs)}, progress=not args.quiet,
-                              keep_prompts=args.keep_prompts, shard=args.shard, total=total, source=str(args.pairs))
+        options = LabelOptions(keep_prompts=args.keep_prompts, shard=args.shard, total=total, source=str(args.pairs),
+                               extra_manifest={"pairs_file": str(args.pairs)})
+        summary = label_stage(pairs, judge, pool, RunFolder(args.out), args.batch_size, not args.quiet, options)
     print_summary(summary, "label", _LABEL_FILES)
     return 0
 

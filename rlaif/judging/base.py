@@ -6,9 +6,10 @@ from collections.abc import Generator
 from typing import Any, Protocol, TypeVar
 
 from rlaif.backends.base import Backend, Completion, CompletionRequest
+from rlaif.judging.identity import JudgeIdentity
 from rlaif.records import CandidatePair, Judgment, Message
 
-__all__ = ["PairJudge", "Steps", "run_steps", "describe"]
+__all__ = ["PairJudge", "Steps", "run_steps"]
 
 T = TypeVar("T")
 
@@ -32,8 +33,10 @@ class PairJudge(Protocol):
     """Compares two responses: `PairwiseJudge` and `EnsembleJudge` both are one."""
 
     name: str
+    identity: JudgeIdentity
+    """Who the judge is, as a record that needs no backend (`rlaif.judging.identity`)."""
     fingerprint: str
-    """Identity of everything that shapes a label (config, template and constitution versions)."""
+    """Identity of everything that shapes a label (config, template and constitution versions): `identity.fingerprint`."""
 
     def key(self, pair: CandidatePair) -> str:
         """Identity of this judge's label for this pair: reused on rerun, never redone."""
@@ -55,10 +58,3 @@ class PairJudge(Protocol):
         """Config, template and constitution (names and versions), for the run manifest."""
         ...
 
-
-def describe(config: Any, template_name: str, template_version: str, constitution_name: str,
-             constitution_version: str) -> dict[str, Any]:
-    """The manifest's account of a judge."""
-    return {"judge": config.model_dump(mode="json"),
-            "template": {"name": template_name, "version": template_version},
-            "constitution": {"name": constitution_name, "version": constitution_version}}

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from rlaif.config.judge import EnsembleJudgeConfig
-from rlaif.judging.base import Steps, describe, run_steps
+from rlaif.judging.base import Steps, run_steps
 from rlaif.judging.combining import aggregate_fields, all_agree, settle_tie
+from rlaif.judging.identity import ensemble_identity
 from rlaif.judging.pairwise import PairwiseJudge
-from rlaif.records import CandidatePair, Judgment, Message, content_key
+from rlaif.records import CandidatePair, Judgment, Message
 
 __all__ = ["EnsembleJudge"]
 
@@ -27,18 +28,14 @@ class EnsembleJudge:
 
     def __init__(self, config: EnsembleJudgeConfig, members: list[PairwiseJudge]):
         self.config, self.members, self.name = config, members, config.name
-        self.fingerprint = content_key(config.model_dump(mode="json"), [m.fingerprint for m in members])
-        self.template_name = "+".join(m.template.name for m in members)
-        self.template_version = "+".join(m.template.version for m in members)
-        self.constitution_name = "+".join(m.constitution.name for m in members)
-        self.constitution_version = "+".join(m.constitution.version for m in members)
+        self.identity = ensemble_identity(config, [m.identity for m in members])
+        self.fingerprint = self.identity.fingerprint
 
     def key(self, pair: CandidatePair) -> str:
-        return content_key(pair.key, self.fingerprint)
+        return self.identity.key(pair)
 
     def describe(self) -> dict[str, Any]:
-        return describe(self.config, self.template_name, self.template_version, self.constitution_name,
-                        self.constitution_version)
+        return self.identity.describe()
 
     def rendered(self, pair: CandidatePair) -> list[list[Message]]:
         return [messages for member in self.members for messages in member.rendered(pair)]
@@ -63,8 +60,8 @@ class EnsembleJudge:
         return Judgment(
             key=self.key(pair), pair_id=pair.id, pair_key=pair.key, judge=self.name,
             model=_joined(m.model for m in members), backend=_joined(m.backend for m in members),
-            template=self.template_name, template_version=self.template_version,
-            constitution_version=self.constitution_version,
+            template=self.identity.template, template_version=self.identity.template_version,
+            constitution_version=self.identity.constitution_version,
             principle_ids=list(dict.fromkeys(pid for m in members for pid in m.principle_ids)), per_principle=[],
             members=members, failed_members=[m.judge for m, p in zip(members, probabilities) if p is None],
             prompt_tokens=sum(m.prompt_tokens for m in members), completion_tokens=sum(m.completion_tokens for m in members),

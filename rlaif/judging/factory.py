@@ -7,22 +7,17 @@ gets a `PointwiseJudge`. A judge of the wrong kind is refused with one line sayi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Literal, overload
 
 from rlaif.backends.pool import Backends
-from rlaif.config.judge import EnsembleJudgeConfig, JudgeConfig, JudgeSpec, load_judge_spec
-from rlaif.errors import ConfigError
+from rlaif.config.judge import EnsembleJudgeConfig
 from rlaif.judging.base import PairJudge
 from rlaif.judging.ensemble import EnsembleJudge
+from rlaif.judging.identity import Adjust, Spec, member_configs, resolve_spec
 from rlaif.judging.pairwise import PairwiseJudge
 from rlaif.judging.pointwise import PointwiseJudge
 
 __all__ = ["make_judge"]
-
-Spec = str | Path | JudgeSpec
-Adjust = Callable[[JudgeConfig], JudgeConfig]
 
 
 @overload
@@ -42,30 +37,12 @@ def make_judge(spec: Spec, backends: Backends, mode: str = "pairwise", purpose: 
 
     `purpose` names the caller in the error a judge of the wrong kind gets ("`rlaif rank`"). `adjust` rewrites
     the judge's config (every member's, for an ensemble) before it is built: the audit's retests and template
-    variants are the same judge with one field changed."""
-    if isinstance(spec, (str, Path)):
-        spec = load_judge_spec(spec)
-    if isinstance(spec, EnsembleJudgeConfig):
-        if mode != "pairwise":
-            raise ConfigError(f"judge {spec.name} is an ensemble of pairwise judges; {purpose} needs a single {mode} judge")
-        return EnsembleJudge(spec, [_member(spec, name, backends, adjust) for name in spec.ensemble.members])
-    if adjust is not None:
-        spec = adjust(spec)
-    if spec.mode != mode:
-        raise ConfigError(f"judge {spec.name} is a {spec.mode} judge; {purpose} needs a {mode} judge "
-                          f"(e.g. {'smollm2-pairwise' if mode == 'pairwise' else 'smollm2-pointwise'})")
+    variants are the same judge with one field changed. The spec is read as `judge_identity` reads it, so the
+    judge's `identity` is the record `judge_identity(spec, mode, purpose, adjust)` gives."""
+    resolved = resolve_spec(spec, mode, purpose, adjust)
+    if isinstance(resolved, EnsembleJudgeConfig):
+        members = [PairwiseJudge(member, backends.get(member.backend)) for member in member_configs(resolved, adjust)]
+        return EnsembleJudge(resolved, members)
     if mode == "pointwise":
-        return PointwiseJudge(spec, backends.get(spec.backend))
-    return PairwiseJudge(spec, backends.get(spec.backend))
-
-
-def _member(ensemble: EnsembleJudgeConfig, name: str, backends: Backends, adjust: Adjust | None) -> PairwiseJudge:
-    member = load_judge_spec(name)
-    if isinstance(member, EnsembleJudgeConfig):
-        raise ConfigError(f"ensemble {ensemble.name}: member {name} is itself an ensemble; list its members instead")
-    if member.mode != "pairwise":
-        raise ConfigError(f"ensemble {ensemble.name}: member {name} is a {member.mode} judge; members must be pairwise")
-    if adjust is not None:
-        member = adjust(member)
-    return PairwiseJudge(member, backends.get(member.backend))
-
+        return PointwiseJudge(resolved, backends.get(resolved.backend))
+    return PairwiseJudge(resolved, backends.get(resolved.backend))

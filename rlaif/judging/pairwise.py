@@ -16,14 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from rlaif.backends.base import Backend, CompletionRequest
-from rlaif.config.judge import JudgeConfig, sampling_problem
-from rlaif.errors import ConfigError
-from rlaif.judging.base import Steps, describe, run_steps
+from rlaif.config.judge import JudgeConfig
+from rlaif.judging.base import Steps, run_steps
 from rlaif.judging.combining import combine_readings, usage
+from rlaif.judging.identity import single_identity
 from rlaif.judging.planning import Reading, first_request, plan_readings, prefill_request
 from rlaif.judging.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
 from rlaif.judging.reading import order_verdict, rationale_of, read_prefill, read_rationale, read_reply
-from rlaif.records import CandidatePair, Judgment, Message, content_key
+from rlaif.records import CandidatePair, Judgment, Message
 
 __all__ = ["PairwiseJudge"]
 
@@ -33,16 +33,14 @@ class PairwiseJudge:
 
     def __init__(self, config: JudgeConfig, backend: Backend, template: JudgeTemplate | None = None,
                  constitution: Constitution | None = None):
-        problem = sampling_problem(config)
-        if problem:
-            raise ConfigError(f"judge {config.name}: {problem}")
         self.config, self.backend, self.name = config, backend, config.name
         self.template = template or load_template(config.template)
         self.constitution = constitution or load_constitution(config.constitution)
+        self.identity = single_identity(config, self.template, self.constitution)  # a config no judge can use fails here
+        self.fingerprint = self.identity.fingerprint
         self.orders = ("12", "21") if config.both_orders else ("12",)
         self._principle_dicts: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, str] = {}
-        self.fingerprint = content_key(config.model_dump(mode="json"), self.template.version, self.constitution.version)
 
     def key(self, pair: CandidatePair) -> str:
         """The resume key of a pair under this judge (remembered for the pairs of the last few batches: the label
@@ -51,12 +49,11 @@ class PairwiseJudge:
         if key is None:
             if len(self._keys) >= 65536:
                 self._keys.clear()
-            key = self._keys[pair.key] = content_key(pair.key, self.fingerprint)
+            key = self._keys[pair.key] = self.identity.key(pair)
         return key
 
     def describe(self) -> dict[str, Any]:
-        return describe(self.config, self.template.name, self.template.version, self.constitution.name,
-                        self.constitution.version)
+        return self.identity.describe()
 
     def principles_for(self, pair: CandidatePair) -> list[Principle]:
         sel = self.config.principles

@@ -19,8 +19,9 @@ from pydantic import Field, field_validator, model_validator
 from rlaif.backends.base import Backend, Completion, CompletionRequest
 from rlaif.config.judge import JudgeConfig
 from rlaif.errors import ConfigError
-from rlaif.judging.base import Steps, describe, run_steps
+from rlaif.judging.base import Steps, run_steps
 from rlaif.judging.combining import usage
+from rlaif.judging.identity import single_identity
 from rlaif.judging.prompting import Constitution, JudgeTemplate, Principle, load_constitution, load_template
 from rlaif.records import JudgeReply, Provenance, Record, Sample, content_key, non_blank
 
@@ -174,16 +175,15 @@ class PointwiseJudge:
         self.config, self.backend, self.name = config, backend, config.name
         self.template = template or load_template(config.template)
         self.constitution = constitution or load_constitution(config.constitution)
-        self.constitution.get(list(config.pointwise.weights))  # unknown ids are an error, not silently ignored
-        self.fingerprint = content_key(config.model_dump(mode="json"), self.template.version, self.constitution.version)
+        self.identity = single_identity(config, self.template, self.constitution)  # unknown weight ids fail here
+        self.fingerprint = self.identity.fingerprint
 
     def key(self, item: ScoreItem) -> str:
         """Identity of this judge's score for this response: reused on rerun, never redone."""
-        return content_key(item.key, self.fingerprint)
+        return self.identity.item_key(item)
 
     def describe(self) -> dict[str, Any]:
-        return describe(self.config, self.template.name, self.template.version, self.constitution.name,
-                        self.constitution.version)
+        return self.identity.describe()
 
     def principles_for(self, item: ScoreItem) -> list[Principle]:
         sel = self.config.principles

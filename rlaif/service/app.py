@@ -50,6 +50,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unexpected: a 500 in the error shape (the traceback goes to the log, never to the client)."""
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return JSONResponse({"error": {**error_body("internal error; the service log has the details", "internal_error"),
+                                   "type": "server_error"}}, status_code=500)
+
+
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -92,6 +99,7 @@ def create_app(settings: ServiceSettings, keys: KeyRing, service: Service | None
     app.add_middleware(Accounting)
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _server_error)
     for router in ROUTERS:
         app.include_router(router)
     _document_bodies(app, (PairwiseRequest, PointwiseRequest))

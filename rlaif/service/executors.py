@@ -169,7 +169,9 @@ class RayExecutor:
         self.started_here = False
         if not ray.is_initialized():
             address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
-            cpus = None if address else os.cpu_count() or 1
+            # A local Ray gets this machine's CPUs, and at least one more than the actors: each actor holds a CPU
+            # for the whole chunk, and the read tasks that feed them need one too.
+            cpus = None if address else max(os.cpu_count() or 1, settings.ray_actors + 1)
             ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             self.started_here = True
         log.info("bulk chunks on Ray %s (%s actors per chunk)", ray.__version__, settings.ray_actors)

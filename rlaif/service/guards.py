@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -86,17 +87,32 @@ def _host_name(host: bytes) -> str:
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
+def _origin_name(origin: bytes) -> str:
+    """The host of an Origin header ("" for `null` or anything else that is not a URL)."""
+    try:
+        host = urlsplit(origin.decode("latin-1").strip()).hostname or ""
+    except ValueError:
+        return ""
+    return f"[{host}]" if ":" in host else host
+
+
 class LocalOnly:
     def __init__(self, app: ASGIApp, keys: KeyRing):
         self.app, self.keys = app, keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.keys.open:
-            host = dict(scope.get("headers") or []).get(b"host", b"")
-            if _host_name(host) not in LOOPBACK_NAMES:
+            headers = dict(scope.get("headers") or [])
+            if _host_name(headers.get(b"host", b"")) not in LOOPBACK_NAMES:
                 await _send_json(send, 421, error_body(
                     "this service has no API keys and answers only requests addressed to localhost or 127.0.0.1 "
                     "(Host header); start it with keys (RLAIF_API_KEYS) to serve other names", "host_not_allowed"))
+                return
+            origin = headers.get(b"origin")  # a browser's cross-site form or fetch names the page it came from
+            if origin is not None and _origin_name(origin) not in LOOPBACK_NAMES:
+                await _send_json(send, 403, error_body(
+                    "this service has no API keys and answers no request a web page on another site sends (Origin "
+                    "header); start it with keys (RLAIF_API_KEYS) to serve other pages", "origin_not_allowed"))
                 return
         await self.app(scope, receive, send)
 

@@ -61,7 +61,7 @@ class TaskState(StrEnum):
 ACTIVE_BATCH = (BatchStatus.validating, BatchStatus.in_progress, BatchStatus.finalizing, BatchStatus.cancelling)
 ACTIVE_AUDIT = (AuditStatus.queued, AuditStatus.running)
 
-_WINDOW = re.compile(r"^(\d+)([smh])$")
+_WINDOW = re.compile(r"^(\d{1,6})([smh])$")
 
 
 def window_seconds(window: str) -> int:

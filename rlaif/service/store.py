@@ -105,10 +105,13 @@ class Files(_Table):
         return self.db.run("DELETE FROM files WHERE id = ? AND owner = ?", (file_id, owner)) > 0
 
     def in_use(self, file_id: str) -> bool:
-        """Whether an active batch reads this file."""
+        """Whether an active batch reads this file, or a queued or running audit (its gold set)."""
         row = self.db.one(f"SELECT COUNT(*) AS n FROM batches WHERE input_file_id = ? AND status IN ({_marks(len(ACTIVE_BATCH))})",
                           (file_id, *ACTIVE_BATCH))
-        return bool(row and row["n"])
+        if row and row["n"]:
+            return True
+        audits = self.db.all(f"SELECT request FROM audits WHERE status IN ({_marks(len(ACTIVE_AUDIT))})", ACTIVE_AUDIT)
+        return any(json.loads(a["request"]).get("gold_file_id") == file_id for a in audits)
 
 class Batches(_Table):
     def add(self, batch: BatchJob) -> None:

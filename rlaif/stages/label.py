@@ -10,7 +10,9 @@ texts, same judge, template and constitution versions) is reused, so nothing is 
 unlabeled pairs are tried again, since their cause may have been transient, except ties: the same judge
 would tie again. A pair that repeats an earlier pair's texts under another id is judged once, and each id
 gets its own row. `shard=(i, n)` keeps only the pairs whose content key falls in shard i of n, so shards of
-one input can run anywhere and be merged (rlaif.stages.merge).
+one input can run anywhere and be merged (rlaif.stages.merge). `record_judgments` is the same pass without a
+judge: the judgments were made elsewhere (the Ray runner) and only the outputs are written, from the judge's
+identity.
 """
 
 from __future__ import annotations
@@ -18,17 +20,17 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
+from rlaif.backends.base import BackendStats
 from rlaif.backends.pool import Backends
-from rlaif.config.judge import JudgeSpec
 from rlaif.judging.base import PairJudge
 from rlaif.judging.factory import make_judge
+from rlaif.judging.identity import JudgeIdentity, Spec
 from rlaif.records import CandidatePair, Judgment, reason_kind
 from rlaif.store.datasets import DatasetWriter, pairwise_features
 from rlaif.store.index import JudgmentIndex, SeenSet, judgment_line
@@ -36,11 +38,32 @@ from rlaif.store.manifest import write_manifest
 from rlaif.store.rows import preference_row, unlabeled_row
 from rlaif.store.runfolder import RowError, RunFolder, duplicate_id, resume_in_batches
 
-__all__ = ["LabelResult", "label_pairs", "label_stage", "latest_judgments", "in_shard", "keeps_prompt", "JUDGMENTS", "LABEL_FILES"]
+__all__ = ["LabelOptions", "LabelResult", "label_pairs", "label_stage", "record_judgments", "latest_judgments", "in_shard",
+           "keeps_prompt", "JUDGMENTS", "LABEL_FILES"]
 
 JUDGMENTS = "judgments.jsonl"
 LABEL_FILES = {"dataset": "dataset/", "preferences": "preferences.jsonl", "unlabeled": "unlabeled.jsonl",
                "invalid_rows": "invalid_rows.jsonl", "judgments": JUDGMENTS}
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """What the label stage records besides the pairs' labels, and which pairs it keeps."""
+
+    keep_prompts: float = 0.01
+    """The share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl (unlabeled: all)."""
+    shard: tuple[int, int] | None = None
+    """(i, n): keep only the pairs whose content key falls in shard i of n."""
+    total: int | None = None
+    """Rows in the input, when known: sizes the progress bar."""
+    source: str = "input"
+    """Names the input in row errors."""
+    invalid_rows: Iterable[RowError] = ()
+    """Rows rejected before this stage (e.g. a run's invalid prompts), listed in invalid_rows.jsonl."""
+    skipped: Iterable[dict] = ()
+    """Pairs skipped before this stage with a reason, listed in unlabeled.jsonl."""
+    extra_manifest: Mapping[str, Any] = field(default_factory=dict)
+    """More sections for manifest.json."""
 
 
 @dataclass
@@ -102,12 +125,15 @@ def keeps_prompt(judgment: Judgment, share: float) -> bool:
 
 
 class _Labeler:
-    """One pass over the input; each chunk is judged, recorded and written before the next is read."""
+    """One pass over the input; each chunk is judged, recorded and written before the next is read. Given a judge's
+    identity instead of a judge, it judges nothing: the judgments were made elsewhere and ingested into the run
+    folder, and a pair without one is recorded unlabeled."""
 
-    def __init__(self, judge: PairJudge, run: RunFolder, keep_prompts: float, shard: tuple[int, int] | None,
-                 source: str, judge_missing: bool = True):
-        self.judge, self.run, self.keep_prompts, self.shard, self.source = judge, run, keep_prompts, shard, source
-        self.judge_missing = judge_missing
+    def __init__(self, judge: PairJudge | JudgeIdentity, run: RunFolder, options: LabelOptions):
+        self.judge = None if isinstance(judge, JudgeIdentity) else judge
+        self.identity = judge if isinstance(judge, JudgeIdentity) else judge.identity
+        self.key = judge.key  # a judge remembers the keys of the last few batches: asked here, then by the judgment
+        self.run, self.keep_prompts, self.shard, self.source = run, options.keep_prompts, options.shard, options.source
         self.counts = _Counts()
         self.index = JudgmentIndex(run.file(JUDGMENTS))
         self.ids, self.keys = SeenSet(run.path, "ids"), SeenSet(run.path, "keys")
@@ -116,37 +142,12 @@ class _Labeler:
         self.invalid = run.open_jsonl("invalid_rows.jsonl")
 
     def chunk(self, rows: list[tuple[int, CandidatePair | RowError]]) -> None:
-        c = self.counts
-        valid: list[tuple[int, CandidatePair]] = []
-        for number, row in rows:
-            if isinstance(row, RowError):
-                self._invalid(row)
-            elif not in_shard(row, self.shard):
-                c.other_shards += 1
-            else:
-                valid.append((number, row))
-        first_id = self.ids.first_seen((p.id, n) for n, p in valid)
-        kept = []
-        for number, pair in valid:
-            if first_id.get(pair.id, number) != number:
-                self._invalid(duplicate_id(pair, self.source, number, first_id[pair.id]))
-            else:
-                kept.append((number, pair, self.judge.key(pair)))
+        kept = self._kept(rows)
         first_key = self.keys.first_seen((key, number) for number, _, key in kept)
         firsts = [(pair, key) for number, pair, key in kept if first_key.get(key, number) == number]
-        c.pairs += len(kept)
-        c.duplicates += len(kept) - len(firsts)
-        known = self.index.lookup([key for _, key in firsts])
-        if self.judge_missing:
-            todo = [pair for pair, key in firsts if not (key in known and known[key][1])]
-        else:  # the judging was done elsewhere (e.g. on Ray): record what is missing, judge nothing here
-            todo = []
-            self._not_judged([(pair, key) for pair, key in firsts if key not in known])
-        c.judged_now += len(todo)
-        c.reused += len(firsts) - len(todo)
-        fresh = {j.key: j for j in self.judge.judge(todo)} if todo else {}
-        self.index.append([(j.key, j.final, judgment_line(j, keeps_prompt(j, self.keep_prompts)))
-                           for j in fresh.values()])
+        self.counts.pairs += len(kept)
+        self.counts.duplicates += len(kept) - len(firsts)
+        fresh = self._judged(firsts)
         earlier = self.index.lookup([key for _, _, key in kept if key not in fresh])
         labeled, unlabeled = [], []
         for _, pair, key in kept:
@@ -155,30 +156,67 @@ class _Labeler:
                 judgment = fresh[key] = self.index.read(earlier[key][0])
             if judgment.labeled:
                 labeled.append(preference_row(pair, judgment))
-                c.cost_usd += judgment.cost_usd
-                if judgment.orders_agree is not None:
-                    c.readable_orders += 1
-                    c.agree += judgment.orders_agree
+                self._count_labeled(judgment)
             else:
                 unlabeled.append(unlabeled_row(pair, judgment))
-                c.reasons[reason_kind(judgment.reason)] += 1
-        c.labeled += len(labeled)
-        c.unlabeled += len(unlabeled)
+                self.counts.reasons[reason_kind(judgment.reason)] += 1
+        self.counts.labeled += len(labeled)
+        self.counts.unlabeled += len(unlabeled)
         self.dataset.write(labeled)
         self.unlabeled.write(unlabeled)
+
+    def _kept(self, rows: list[tuple[int, CandidatePair | RowError]]) -> list[tuple[int, CandidatePair, str]]:
+        """(row number, pair, key) of the chunk's valid pairs in this shard, an id seen before listed as invalid."""
+        valid: list[tuple[int, CandidatePair]] = []
+        for number, row in rows:
+            if isinstance(row, RowError):
+                self._invalid(row)
+            elif not in_shard(row, self.shard):
+                self.counts.other_shards += 1
+            else:
+                valid.append((number, row))
+        first_id = self.ids.first_seen((p.id, n) for n, p in valid)
+        kept = []
+        for number, pair in valid:
+            if first_id.get(pair.id, number) != number:
+                self._invalid(duplicate_id(pair, self.source, number, first_id[pair.id]))
+            else:
+                kept.append((number, pair, self.key(pair)))
+        return kept
+
+    def _judged(self, firsts: list[tuple[CandidatePair, str]]) -> dict[str, Judgment]:
+        """Judge the distinct pairs not final in the run folder yet and record their judgments (with no judge: record
+        the pairs that have no judgment at all as not judged); {key: judgment} of what was recorded now."""
+        known = self.index.lookup([key for _, key in firsts])
+        if self.judge is None:
+            self._not_judged([(pair, key) for pair, key in firsts if key not in known])
+            self.counts.reused += len(firsts)
+            return {}
+        todo = [pair for pair, key in firsts if not (key in known and known[key][1])]
+        self.counts.judged_now += len(todo)
+        self.counts.reused += len(firsts) - len(todo)
+        fresh = {j.key: j for j in self.judge.judge(todo)} if todo else {}
+        self.index.append([(j.key, j.final, judgment_line(j, keeps_prompt(j, self.keep_prompts)))
+                           for j in fresh.values()])
+        return fresh
+
+    def _count_labeled(self, judgment: Judgment) -> None:
+        c = self.counts
+        c.cost_usd += judgment.cost_usd
+        if judgment.orders_agree is not None:
+            c.readable_orders += 1
+            c.agree += judgment.orders_agree
 
     def _not_judged(self, missing: list[tuple[CandidatePair, str]]) -> None:
         """Pairs the external judging left without any judgment get an unlabeled one saying so (not a label)."""
         if not missing:
             return
-        describe = self.judge.describe()
+        provenance = self.identity.provenance().model_dump()
         lines = []
         for pair, key in missing:
             judgment = Judgment(key=key, pair_id=pair.id, pair_key=pair.key, per_principle=[],
                                 reason="not judged: the external run returned no judgment for this pair; rerun to retry",
-                                judge=self.judge.name, model="", backend="", template=describe["template"]["name"],
-                                template_version=describe["template"]["version"],
-                                constitution_version=describe["constitution"]["version"], principle_ids=[])
+                                **provenance)
             lines.append((key, False, judgment_line(judgment, keep_prompt=False)))
         self.index.append(lines)
 
@@ -225,32 +263,50 @@ def fewer_gc_passes(threshold: int = 100_000) -> Iterator[None]:
 
 
 def label_stage(
-    pairs: Iterable[CandidatePair | RowError] | Iterable[tuple[int, CandidatePair | RowError]],
-    judge: str | Path | JudgeSpec, backends: Backends, run: RunFolder, batch_size: int = 64,
-    invalid_rows: Iterable[RowError] = (), skipped: Iterable[dict] = (), extra_manifest: dict | None = None,
-    progress: bool = True, keep_prompts: float = 0.01, shard: tuple[int, int] | None = None,
-    total: int | None = None, source: str = "input", judge_missing: bool = True,
+    pairs: Iterable[CandidatePair | RowError] | Iterable[tuple[int, CandidatePair | RowError]], judge: Spec,
+    backends: Backends, run: RunFolder, batch_size: int = 64, progress: bool = True, options: LabelOptions | None = None,
 ) -> dict[str, Any]:
-    """Judge the pairs (a list, or a lazy stream of numbered records and RowErrors from rlaif.store.inputs),
-    write the dataset, the unlabeled and invalid lists and the manifest; return the summary.
-
-    `keep_prompts` is the share of labeled pairs whose rendered judge prompts are kept in judgments.jsonl;
-    `total` (rows in the input, when known) sizes the progress bar; `source` names the input in row errors.
-    `judge_missing=False` judges nothing: the judgments were made elsewhere (the Ray runner) and ingested into
-    this run folder; this pass only writes the outputs (a pair with no judgment is recorded unlabeled); the caller
-    then passes the counters of the backends that did the judging as `extra_manifest["backend_stats"]`."""
-    from tqdm.auto import tqdm
-
-    if shard is not None and not 0 <= shard[0] < shard[1]:
-        raise ValueError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..{shard[1] - 1}")
+    """Judge the pairs (a list, or a lazy stream of numbered records and RowErrors from rlaif.store.inputs) with the
+    judge `make_judge(judge, backends)` builds, `batch_size` pairs a backend call; write the dataset, the unlabeled
+    and invalid lists and the manifest; return the summary. `options`: see `LabelOptions`."""
+    options = options or LabelOptions()
+    _check_shard(options.shard)
     pair_judge = make_judge(judge, backends, "pairwise", "labeling pairs")
     before = backends.stats()
-    labeler = _Labeler(pair_judge, run, keep_prompts, shard, source, judge_missing)
+    labeler = _Labeler(pair_judge, run, options)
+    seconds = _label_pass(labeler, pairs, batch_size, progress, options)
+    return _finish(labeler, run, seconds, backends.stats().since(before), options)
+
+
+def record_judgments(
+    pairs: Iterable[CandidatePair | RowError] | Iterable[tuple[int, CandidatePair | RowError]], identity: JudgeIdentity,
+    run: RunFolder, backend_stats: BackendStats, batch_size: int = 64, progress: bool = True,
+    options: LabelOptions | None = None,
+) -> dict[str, Any]:
+    """`label_stage`'s outputs for judgments made elsewhere (the Ray runner) and ingested into `run`: judges nothing
+    and opens no backend; a pair with no judgment there is recorded unlabeled ("not judged"). `backend_stats`: the
+    counters of the backends that did the judging, for the summary and the manifest."""
+    options = options or LabelOptions()
+    _check_shard(options.shard)
+    labeler = _Labeler(identity, run, options)
+    seconds = _label_pass(labeler, pairs, batch_size, progress, options)
+    return _finish(labeler, run, seconds, backend_stats, options)
+
+
+def _check_shard(shard: tuple[int, int] | None) -> None:
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..{shard[1] - 1}")
+
+
+def _label_pass(labeler: _Labeler, pairs: Iterable, batch_size: int, progress: bool, options: LabelOptions) -> float:
+    """Run the labeler over the input a chunk at a time and close its outputs; the seconds it took."""
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()  # the work, not the one-time imports of opening the outputs
     try:
-        labeler.extra(invalid_rows, skipped)
+        labeler.extra(options.invalid_rows, options.skipped)
         stream = _numbered(pairs)
-        with tqdm(total=total, desc="labeling pairs", unit="pair", disable=not progress) as bar, fewer_gc_passes():
+        with tqdm(total=options.total, desc="labeling pairs", unit="pair", disable=not progress) as bar, fewer_gc_passes():
             while chunk := list(islice(stream, batch_size)):
                 labeler.chunk(chunk)
                 bar.update(len(chunk))
@@ -258,8 +314,13 @@ def label_stage(
         labeler.close()
         raise
     labeler.finish()
-    seconds = time.perf_counter() - started
-    stats = backends.stats().since(before).model_dump()
+    return time.perf_counter() - started
+
+
+def _finish(labeler: _Labeler, run: RunFolder, seconds: float, backend_stats: BackendStats,
+            options: LabelOptions) -> dict[str, Any]:
+    """The summary of a pass, and the manifest written."""
+    stats = backend_stats.model_dump()
     c = labeler.counts
     summary = {
         "pairs": c.pairs, "unique_pairs": c.pairs - c.duplicates, "duplicate_pairs": c.duplicates,
@@ -270,8 +331,8 @@ def label_stage(
         "labels_per_second": round(c.judged_now / seconds, 3) if c.judged_now and seconds else None,
         "cost_usd": c.cost_usd, "backend_stats": stats, "run_dir": str(run.path),
     }
-    if shard is not None:
-        summary.update(shard=f"{shard[0]}/{shard[1]}", pairs_in_other_shards=c.other_shards)
-    write_manifest(run, pair_judge.describe(), {k: v for k, v in summary.items() if k != "backend_stats"},
-                   LABEL_FILES, **{"backend_stats": stats, "keep_prompts": keep_prompts, **(extra_manifest or {})})
+    if options.shard is not None:
+        summary.update(shard=f"{options.shard[0]}/{options.shard[1]}", pairs_in_other_shards=c.other_shards)
+    write_manifest(run, labeler.identity.describe(), {k: v for k, v in summary.items() if k != "backend_stats"},
+                   LABEL_FILES, **{"backend_stats": stats, "keep_prompts": options.keep_prompts, **options.extra_manifest})
     return summary

@@ -11,8 +11,8 @@ local stage, so they are the same files as a local run's.
       -> write_parquet(RUN/ray/attempt-<timestamp>/)
     driver: ingest every Parquet file under RUN/ray/ (earlier, killed attempts too) into judgments.jsonl, only
             where the key is not final yet (a retried or repeated key never gets two final judgments); remove them
-    driver: label_stage(..., judge_missing=False) writes dataset/, preferences.jsonl, unlabeled.jsonl,
-            invalid_rows.jsonl and manifest.json from the judgments, with placeholder backends (no engine, no GPU)
+    driver: record_judgments(..., the judge's identity) writes dataset/, preferences.jsonl, unlabeled.jsonl,
+            invalid_rows.jsonl and manifest.json from the judgments (no judge is built there: no engine, no GPU)
 
 Rows that fail validation are skipped on Ray; the local output pass reads the input again and lists them in
 invalid_rows.jsonl, with ids repeated across rows, as the local stage does. Rerunning with the same run folder
@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.backends.base import BackendStats
-from rlaif.backends.placeholder import PlaceholderPool
 from rlaif.backends.pool import BackendPool
 from rlaif.config.judge import EnsembleJudgeConfig, JudgeConfig, JudgeSpec, load_judge_spec
 from rlaif.errors import ConfigError
-from rlaif.judging.base import PairJudge
 from rlaif.judging.factory import make_judge
+from rlaif.judging.identity import JudgeIdentity, judge_identity
 from rlaif.records import CandidatePair
-from rlaif.stages.label import JUDGMENTS, in_shard, keeps_prompt, label_stage
+from rlaif.stages.label import JUDGMENTS, LabelOptions, in_shard, keeps_prompt, record_judgments
 from rlaif.store.datasets import arrow_file_batches, saved_data_files
 from rlaif.store.index import JudgmentIndex, judgment_line
 from rlaif.store.inputs import input_format, iter_input
@@ -67,23 +66,23 @@ def spec_from_data(data: dict[str, Any]) -> JudgeSpec:
     return EnsembleJudgeConfig.model_validate(data) if "ensemble" in data else JudgeConfig.model_validate(data)
 
 
-_KEYERS: dict[str, PairJudge] = {}
+_KEYERS: dict[str, JudgeIdentity] = {}
 _DONE: dict[str, frozenset[str]] = {}
 
 
-def _keyer(spec: dict[str, Any], probe_key: str) -> PairJudge:
-    """A judge with placeholder backends, to compute keys in a worker (one per spec and worker process); it
+def _keyer(spec: dict[str, Any], probe_key: str) -> JudgeIdentity:
+    """The judge's identity, to compute keys in a worker without a backend (one per spec and worker process); it
     refuses to work if it keys the probe pair differently from the driver."""
     name = json.dumps(spec, sort_keys=True)
     if name not in _KEYERS:
-        judge = make_judge(spec_from_data(spec), PlaceholderPool(), "pairwise", "labeling pairs on Ray")
-        _check_probe(judge, probe_key)
-        _KEYERS[name] = judge
+        identity = judge_identity(spec_from_data(spec), "pairwise", "labeling pairs on Ray")
+        _check_probe(identity, probe_key)
+        _KEYERS[name] = identity
     return _KEYERS[name]
 
 
-def _check_probe(judge: PairJudge, probe_key: str) -> None:
-    if judge.key(_PROBE) != probe_key:
+def _check_probe(identity: JudgeIdentity, probe_key: str) -> None:
+    if identity.key(_PROBE) != probe_key:
         raise ConfigError("a Ray worker builds another judge than the driver from the same spec (its rlaif, templates "
                           "or constitution differ): install the same rlaif version on every node")
 
@@ -149,7 +148,7 @@ class JudgeActor:
         pool = BackendPool()
         try:
             self.judge = make_judge(spec_from_data(spec), pool, "pairwise", "labeling pairs on Ray")
-            _check_probe(self.judge, probe_key)
+            _check_probe(self.judge.identity, probe_key)
         except BaseException:
             pool.close()
             raise
@@ -292,8 +291,8 @@ def ray_label_stage(
     path = Path(pairs_path)
     spec = judge if isinstance(judge, (JudgeConfig, EnsembleJudgeConfig)) else load_judge_spec(judge)
     data = spec_data(spec)
-    driver_judge = make_judge(spec, PlaceholderPool(), "pairwise", "labeling pairs")  # a wrong judge fails here
-    probe_key = driver_judge.key(_PROBE)
+    identity = judge_identity(spec, "pairwise", "labeling pairs")  # a wrong judge fails here, with no backend opened
+    probe_key = identity.key(_PROBE)
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..{shard[1] - 1}")
 
@@ -334,15 +333,15 @@ def ray_label_stage(
         "ingested_from_earlier_attempts": earlier["appended"], "ray_seconds": round(ray_seconds, 2),
         "ray_version": ray.__version__,
     }
-    stats = judged["backend_stats"].model_dump()  # the actors' requests, tokens and failures in this run
+    stats = judged["backend_stats"]  # the actors' requests, tokens and failures in this run
     stream = pairs if pairs is not None else iter_input(path, CandidatePair)
-    summary = label_stage(stream, spec, PlaceholderPool(), run, batch_size, extra_manifest={
-        **(extra_manifest or {}), "runner": "ray", "ray": facts, "backend_stats": stats}, progress=progress, keep_prompts=keep_prompts,
-        shard=shard, total=total, source=str(pairs_path), judge_missing=False)
+    options = LabelOptions(keep_prompts=keep_prompts, shard=shard, total=total, source=str(pairs_path),
+                           extra_manifest={**(extra_manifest or {}), "runner": "ray", "ray": facts})
+    summary = record_judgments(stream, identity, run, stats, batch_size, progress, options)
     new = judged["appended"] + earlier["appended"]
     summary.update(
         judged_now=new, reused_from_earlier_runs=max(0, summary["unique_pairs"] - new),
         labels_per_second=round(judged["appended"] / ray_seconds, 3) if judged["appended"] and ray_seconds else None,
         runner="ray", ray_actors=actors, ray_gpus_per_actor=gpus_per_actor, ray_attempt=attempt or None,
-        judged_on_ray=judged["appended"], backend_stats=stats)
+        judged_on_ray=judged["appended"])
     return summary

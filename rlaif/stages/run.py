@@ -11,7 +11,7 @@ from rlaif.backends.pool import BackendPool
 from rlaif.config.judge import load_judge_spec
 from rlaif.config.run import RunConfig
 from rlaif.stages.generate import PAIRS, generate_stage, load_prompts, make_pairs
-from rlaif.stages.label import label_stage
+from rlaif.stages.label import LabelOptions, label_stage
 from rlaif.store.runfolder import RunFolder
 
 __all__ = ["run_pipeline"]
@@ -27,10 +27,9 @@ def run_pipeline(config: RunConfig, out: Path, progress: bool = True) -> dict[st
         samples = generate_stage(prompts, pool.get(config.policy.backend), config, run, progress)
         pairs, skipped = make_pairs(samples)
         run.write_jsonl(PAIRS, pairs)
-        summary = label_stage(
-            pairs, judge, pool, run, config.batch_size, bad_prompts, skipped,
-            {"run_config": config.model_dump(mode="json"), "prompts": len(prompts), "samples": len(samples)}, progress,
-        )
+        options = LabelOptions(invalid_rows=bad_prompts, skipped=skipped, extra_manifest={
+            "run_config": config.model_dump(mode="json"), "prompts": len(prompts), "samples": len(samples)})
+        summary = label_stage(pairs, judge, pool, run, config.batch_size, progress, options)
     summary["prompts"], summary["samples"] = len(prompts), len(samples)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     return summary

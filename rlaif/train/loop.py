@@ -25,7 +25,7 @@ from rlaif.errors import ConfigError
 from rlaif.judging.factory import make_judge
 from rlaif.records import CandidatePair, PromptItem
 from rlaif.stages.generate import PAIRS, generate_stage, load_prompts, make_pairs
-from rlaif.stages.label import label_stage
+from rlaif.stages.label import LabelOptions, label_stage
 from rlaif.store.runfolder import RunFolder
 
 __all__ = ["STAGES", "run_loop", "write_loop_report"]
@@ -91,8 +91,8 @@ def _samples(ctx: _Context) -> dict:
 def _labels(ctx: _Context) -> dict:
     pairs = ctx.run.read(PAIRS, CandidatePair)
     skipped = [json.loads(line) for line in ctx.run.file("skipped_pairs.jsonl").read_text().splitlines() if line.strip()]
-    summary = label_stage(pairs, ctx.judge_spec, ctx.pool, ctx.run, ctx.config.batch_size, skipped=skipped,
-                          progress=ctx.progress)
+    summary = label_stage(pairs, ctx.judge_spec, ctx.pool, ctx.run, ctx.config.batch_size, ctx.progress,
+                          LabelOptions(skipped=skipped))
     return {k: summary[k] for k in ("pairs", "labeled", "unlabeled", "unlabeled_reasons", "orders_agree_rate")}
 
 

@@ -66,7 +66,8 @@ def delete_file(file_id: str, request: Request, owner: str = Owner) -> dict[str,
     svc = service_of(request)
     found = owned_file(request, file_id, owner)
     if svc.store.files.in_use(found.id):
-        raise api_error(409, f"file {file_id} is the input of a batch that is still running; cancel it first", "file_in_use")
+        raise api_error(409, f"file {file_id} is read by a batch or audit that is still queued or running; cancel it "
+                             "or wait for it to finish", "file_in_use")
     svc.files.delete(found)
     return {"id": found.id, "object": "file", "deleted": True}
 
