@@ -137,7 +137,13 @@ def cli_label(out: Path, pairs: Path, judge: str, runner: list[str]) -> dict:
 
 
 def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: int) -> dict:
-    floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2"], "workers2": ["--workers", "2"]}
+    # One local Ray cluster for the server and the CLI alike, with a CPU more than the 2 actors hold (on a 2-core
+    # machine a Ray sized to the cores would give the actors every CPU and starve the read tasks).
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus", "3",
+                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)
+    os.environ["RAY_ADDRESS"] = "auto"
+    floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2", "--chunk-pairs", str(max(2048, n // 4))],
+              "workers2": ["--workers", "2"]}
     found: dict = {}
     for name, extra in floors.items():
         say(f"throughput: {name}")
@@ -154,7 +160,9 @@ def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: i
     bench_serve.write_pairs(pairs, n)
     say("throughput: rlaif label (local, then ray with 2 actors)")
     found["cli_local"] = cli_label(out, pairs, judge, [])
-    found["cli_ray"] = cli_label(out, pairs, judge, ["--runner", "ray", "--ray-actors", "2"])
+    found["cli_ray"] = cli_label(out, pairs, judge, ["--runner", "ray", "--ray-actors", "2", "--ray-address", "auto"])
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    os.environ.pop("RAY_ADDRESS", None)
     for name, cli in (("local", "cli_local"), ("workers2", "cli_local"), ("ray", "cli_ray")):
         api = found[name]["big"]["labels_per_s"]
         found[name]["vs_cli_command"] = round(api / found[cli]["labels_per_s_command"], 3)

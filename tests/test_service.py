@@ -433,7 +433,8 @@ def test_sigkill_mid_batch_then_restart_finishes_with_no_label_lost_or_doubled(t
         client = _openai(server)
         upload = client.files.create(file=("kill.jsonl", io.BytesIO(_lines(pairs).encode())), purpose="batch")
         batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/judge/pairwise", completion_window="24h")
-        judgments = tmp_path / "svc" / "batches" / batch.id / "judgments.jsonl"
+        # One chunk (24 pairs): its run folder records the judgments as they are made; finalizing merges it.
+        judgments = tmp_path / "svc" / "batches" / batch.id / "chunks" / "000001" / "judgments.jsonl"
         deadline = time.monotonic() + 600
         while not (judgments.exists() and sum(1 for _ in judgments.open()) >= 4):
             assert time.monotonic() < deadline, server.tail()
@@ -452,7 +453,9 @@ def test_sigkill_mid_batch_then_restart_finishes_with_no_label_lost_or_doubled(t
     assert sorted(x["custom_id"] for x in lines) == sorted(f"req-{i}" for i in range(24)), "each request exactly once"
     keys = [json.loads(line)["key"] for line in judgments.open()]
     assert len(keys) == len(set(keys)) == 24, "every pair judged once: nothing redone, nothing written twice"
-    rows = [json.loads(line)["pair_id"] for line in (judgments.parent / "preferences.jsonl").open()]
+    merged = judgments.parents[2] / "judgments.jsonl"
+    assert sorted(json.loads(line)["key"] for line in merged.open()) == sorted(keys)
+    rows = [json.loads(line)["pair_id"] for line in (merged.parent / "preferences.jsonl").open()]
     assert len(rows) == len(set(rows)) == done.request_counts.completed
     assert "killed" not in server.tail()
 
