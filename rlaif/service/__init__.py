@@ -1,14 +1,14 @@
-"""`rlaif serve`: the judge, reward and bulk-labeling service over HTTP (FastAPI), with durable jobs.
+"""`rlaif serve`: the judge, reward and bulk-labeling service over HTTP (FastAPI), on workers that share a job store.
 
-    settings   what the service is started with: judges, folder, bind, keys, caps
-    db         job, file and campaign metadata in SQLite (WAL), outputs in run folders beside it
-    engines    one worker per engine: concurrent synchronous requests micro-batched into one engine call,
-               ahead of bulk work
-    jobs       bulk batches (OpenAI Batch API subset) and audits, run one at a time, resumed after a restart
-    campaigns  the calibration sample people label in a browser
-    app        the routes
+    app, routes/   the app and one router per resource; guards.py the middleware, http.py what routes share
+    records, store the typed jobs and the job store (SQLite WAL or PostgreSQL, database.py) with leasable tasks
+    scheduler      leases tasks round-robin across keys, renews leases, stops cancelled and expired work
+    batches        a batch's tasks (batch_input.py, batch_output.py); audits.py an audit's task
+    executors      how a bulk chunk is judged: local engines, Ray Data, or an OpenAI-compatible fleet
+    engines        one thread per engine: synchronous requests micro-batched, ahead of bulk slices
+    catalogue      the judges; labeling_page.py and campaign_data.py the calibration sample people label
 
-Only `rlaif.cli` sits above this layer; nothing below imports it.
+Only `rlaif.cli` sits above this layer; nothing below imports it. docs/architecture.md draws the floor.
 """
 
 from __future__ import annotations
