@@ -26,17 +26,14 @@ from rlaif.service.engines import JobCancelled
 from rlaif.service.executors import Executor
 from rlaif.service.files import FileStore
 from rlaif.service.paths import batch_folder
-from rlaif.service.records import BatchJob, BatchStatus, Task, TaskKind, TaskState
+from rlaif.service.records import FINALIZE_IDX, BatchJob, BatchStatus, Task, TaskKind, TaskState
 from rlaif.service.settings import ServiceSettings
 from rlaif.service.store import JobStore, now
 from rlaif.store.runfolder import RunFolder
 
-__all__ = ["BatchWork", "FINALIZE_IDX"]
+__all__ = ["BatchWork"]
 
 log = logging.getLogger("rlaif.service")
-
-FINALIZE_IDX = 1 << 30
-"""The finalize task's index: after every chunk's."""
 
 Stop = Callable[[], bool]
 

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 from rlaif.backends.base import Backend, BackendStats
 from rlaif.backends.pool import BackendPool
 from rlaif.config.backend import BackendConfig
-from rlaif.config.judge import EnsembleJudgeConfig, JudgeSpec
+from rlaif.config.judge import JudgeSpec
 from rlaif.errors import ConfigError
+from rlaif.judging.identity import JudgeIdentity
 from rlaif.judging.pointwise import ScoreItem
 from rlaif.records import CandidatePair
 from rlaif.service.engines import Engines, JobCancelled
@@ -119,12 +120,9 @@ class _StoppablePool:
         return self.pool.stats()
 
 
-def _fleet_judges(specs: dict[str, JudgeSpec]) -> None:
-    from rlaif.config.judge import load_judge_spec
-
-    for name, spec in specs.items():
-        singles = [load_judge_spec(m) for m in spec.ensemble.members] if isinstance(spec, EnsembleJudgeConfig) else [spec]
-        kinds = {s.backend.kind for s in singles if not isinstance(s, EnsembleJudgeConfig)}
+def _fleet_judges(identities: dict[str, JudgeIdentity]) -> None:
+    for name, identity in identities.items():
+        kinds = {single.backend for single in identity.singles}
         if kinds != {"openai"}:
             raise ConfigError(f"--executor fleet sends bulk work to each judge's OpenAI-compatible servers, but judge {name} "
                               f"runs on {', '.join(sorted(kinds))}: serve judges with `backend.kind: openai` and `base_urls` "
@@ -137,8 +135,8 @@ class FleetExecutor:
 
     name = "fleet"
 
-    def __init__(self, settings: ServiceSettings, specs: dict[str, JudgeSpec]):
-        _fleet_judges(specs)
+    def __init__(self, settings: ServiceSettings, identities: dict[str, JudgeIdentity]):
+        _fleet_judges(identities)
         self.batch_size = settings.batch_size
         self.slots = settings.slots or 4
 
@@ -195,9 +193,9 @@ class RayExecutor:
             ray.shutdown()
 
 
-def make_executor(settings: ServiceSettings, engines: Engines, specs: dict[str, JudgeSpec]) -> Executor:
+def make_executor(settings: ServiceSettings, engines: Engines, identities: dict[str, JudgeIdentity]) -> Executor:
     if settings.executor == "ray":
         return RayExecutor(settings, engines)
     if settings.executor == "fleet":
-        return FleetExecutor(settings, specs)
+        return FleetExecutor(settings, identities)
     return LocalExecutor(engines, settings)

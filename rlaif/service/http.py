@@ -16,7 +16,7 @@ __all__ = ["api_error", "service_of", "owner_of", "Owner", "job_slot", "read_bod
 
 B = TypeVar("B", bound=BaseModel)
 
-ITEM_FIELDS = ("pairs", "items", "prompts", "completions", "references", "query", "prompts", "labels")
+ITEM_FIELDS = ("pairs", "items", "prompts", "completions", "references", "query", "labels")
 """The list fields of request bodies that the per-request item cap applies to."""
 
 

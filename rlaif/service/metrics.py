@@ -63,7 +63,7 @@ class _Levels:
         running.add_metric([], s.scheduler.running())
         yield running
         jobs = GaugeMetricFamily("rlaif_jobs", "Jobs by kind and state", labels=["kind", "state"])
-        for (kind, state), n in sorted(s.store.audits.counts().items()):
+        for (kind, state), n in sorted(s.store.counts().items()):
             jobs.add_metric([kind, state], n)
         yield jobs
         calls = GaugeMetricFamily("rlaif_engine_calls", "Engine calls made (each one micro-batch)", labels=["engine"])

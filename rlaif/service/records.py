@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 __all__ = [
     "BatchStatus", "AuditStatus", "TaskKind", "TaskState", "FileObject", "BatchJob", "AuditJob", "Campaign", "Task",
-    "HumanLabel", "ACTIVE_BATCH", "ACTIVE_AUDIT", "window_seconds",
+    "HumanLabel", "ACTIVE_BATCH", "ACTIVE_AUDIT", "FINALIZE_IDX", "window_seconds",
 ]
 
 
@@ -60,6 +60,9 @@ class TaskState(StrEnum):
 
 ACTIVE_BATCH = (BatchStatus.validating, BatchStatus.in_progress, BatchStatus.finalizing, BatchStatus.cancelling)
 ACTIVE_AUDIT = (AuditStatus.queued, AuditStatus.running)
+
+FINALIZE_IDX = 1 << 30
+"""A batch's finalize task's index: after every chunk's."""
 
 _WINDOW = re.compile(r"^(\d{1,6})([smh])$")
 

@@ -50,7 +50,7 @@ class Service:
         try:
             files = FileStore(store, settings.service_dir)
             catalogue.open(engines)
-            executor = make_executor(settings, engines, catalogue.specs)
+            executor = make_executor(settings, engines, catalogue.identities)
         except BaseException:
             engines.close()
             store.close()

@@ -24,6 +24,7 @@ from rlaif.service.database import Database, open_database
 from rlaif.service.records import (
     ACTIVE_AUDIT,
     ACTIVE_BATCH,
+    FINALIZE_IDX,
     AuditJob,
     AuditStatus,
     BatchJob,
@@ -179,7 +180,7 @@ class Batches(_Table):
         row = self.db.one("SELECT COUNT(*) AS n FROM tasks WHERE job_id = ? AND kind = ?", (batch_id, TaskKind.finalize.value))
         if row and not row["n"]:
             owner = self.db.one("SELECT owner FROM batches WHERE id = ?", (batch_id,))
-            Tasks(self.db).add([Task(job_id=batch_id, idx=1 << 30, kind=TaskKind.finalize, owner=owner["owner"] if owner else "",
+            Tasks(self.db).add([Task(job_id=batch_id, idx=FINALIZE_IDX, kind=TaskKind.finalize, owner=owner["owner"] if owner else "",
                                  state=TaskState.todo, created_at=now())])
 
     def expired(self) -> list[str]:
@@ -206,19 +207,6 @@ class Audits(_Table):
         self._update("audits", audit_id, status=status.value, error=error, result=_json(result),
                      finished_at=now() if done else None)
 
-    def active(self, owner: str) -> int:
-        """Batches and audits of an owner that are queued or running (the per-key job cap counts these)."""
-        row = self.db.one(
-            f"SELECT (SELECT COUNT(*) FROM batches WHERE owner = ? AND status IN ({_marks(len(ACTIVE_BATCH))}))"
-            f" + (SELECT COUNT(*) FROM audits WHERE owner = ? AND status IN ({_marks(len(ACTIVE_AUDIT))})) AS n",
-            (owner, *ACTIVE_BATCH, owner, *ACTIVE_AUDIT))
-        return int(row["n"]) if row else 0
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        """(kind, status) -> jobs, for /metrics."""
-        rows = self.db.all("SELECT 'batch' AS kind, status, COUNT(*) AS n FROM batches GROUP BY status "
-                           "UNION ALL SELECT 'audit', status, COUNT(*) FROM audits GROUP BY status")
-        return {(r["kind"], r["status"]): int(r["n"]) for r in rows}
 
 class Campaigns(_Table):
     def add(self, campaign: Campaign, links: dict[str, str]) -> None:
@@ -332,7 +320,18 @@ class JobStore:
         return cls(open_database(store))
 
     def active_jobs(self, owner: str) -> int:
-        return self.audits.active(owner)
+        """Batches and audits of an owner that are queued or running (the per-key job cap counts these)."""
+        row = self.db.one(
+            f"SELECT (SELECT COUNT(*) FROM batches WHERE owner = ? AND status IN ({_marks(len(ACTIVE_BATCH))}))"
+            f" + (SELECT COUNT(*) FROM audits WHERE owner = ? AND status IN ({_marks(len(ACTIVE_AUDIT))})) AS n",
+            (owner, *ACTIVE_BATCH, owner, *ACTIVE_AUDIT))
+        return int(row["n"]) if row else 0
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(kind, status) -> jobs, for /metrics."""
+        rows = self.db.all("SELECT 'batch' AS kind, status, COUNT(*) AS n FROM batches GROUP BY status "
+                           "UNION ALL SELECT 'audit', status, COUNT(*) FROM audits GROUP BY status")
+        return {(r["kind"], r["status"]): int(r["n"]) for r in rows}
 
     def close(self) -> None:
         self.db.close()
