@@ -115,7 +115,7 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                                                                 "fairly between keys and resumes (default: 2048)")
     scale.add_argument("--lease-s", type=float, help="seconds a chunk's lease lasts without renewal: a dead worker's "
                                                      "chunks go to another after this (default: 30)")
-    scale.add_argument("--slots", type=positive_int, help="chunks one worker runs at once (default: local 2, fleet 4, ray 1)")
+    scale.add_argument("--slots", type=positive_int, help="chunks one worker runs at once (default: local 2, fleet 4, ray 2)")
     scale.add_argument("--ray-address", help="--executor ray: the cluster (`auto`, `ray://HOST:10001`; default "
                                              "RAY_ADDRESS, else a local Ray sized to this machine's CPUs)")
     scale.add_argument("--ray-actors", type=positive_int, help="--executor ray: judge actors per chunk (default: 1)")

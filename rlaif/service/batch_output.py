@@ -19,11 +19,13 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic_core import to_json
+
 from rlaif.judging.identity import JudgeIdentity
 from rlaif.judging.pointwise import ScoreItem, ScoreRecord
-from rlaif.records import CandidatePair
+from rlaif.records import CandidatePair, Judgment
 from rlaif.service.batch_input import PAIRS, REQUESTS
-from rlaif.service.results import item_result, pair_result
+from rlaif.service.results import ROW_FIELDS, item_result, pair_result, row_result
 from rlaif.service.schemas import PairwiseReply, PointwiseReply, Usage
 from rlaif.stages.label import JUDGMENTS
 from rlaif.store.index import JudgmentIndex
@@ -51,28 +53,39 @@ def atomic_file(path: Path) -> Iterator[IO[str]]:
         tmp.unlink(missing_ok=True)
 
 
-def _line_id() -> str:
-    return "batch_req_" + secrets.token_hex(12)
+class _LineIds:
+    """Reply line ids: a random prefix per chunk and a counter (one random draw per line was a tenth of the step)."""
+
+    def __init__(self) -> None:
+        self.prefix, self.count = "batch_req_" + secrets.token_hex(6), 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"{self.prefix}{self.count:012x}"
 
 
-def _reply_line(entry: dict, results: list[Any], pairwise: bool, judge: str) -> tuple[dict, bool]:
+def _reply_line(entry: dict, judged: list[Any], pairwise: bool, judge: str, line_id: _LineIds) -> tuple[dict, bool]:
     """One request line's reply in `vllm run-batch`'s shape, and whether something in it got no label (or score)."""
-    field = "pair_id" if pairwise else "item_id"
-    named = [r.model_copy(update={field: given}) for r, given in zip(results, entry["given_ids"])]
+    named = [_result(given, found) for found, given in zip(judged, entry["given_ids"])]
     usage = Usage.of(named)
     body = (PairwiseReply(judge=judge, results=named, usage=usage) if pairwise
             else PointwiseReply(judge=judge, results=named, usage=usage))
+    field = "pair_id" if pairwise else "item_id"
     missing = [f"{getattr(r, field)}: {r.reason}" for r in named if (r.label if pairwise else r.score) is None]
-    line = {"id": _line_id(), "custom_id": entry["custom_id"],
-            "response": {"status_code": 422 if missing else 200, "request_id": _line_id(),
-                         "body": body.model_dump(mode="json")},
+    line = {"id": line_id(), "custom_id": entry["custom_id"],
+            "response": {"status_code": 422 if missing else 200, "request_id": line_id(), "body": body},
             "error": {"code": "unlabeled" if pairwise else "unscored", "message": "; ".join(missing)} if missing else None}
     return line, bool(missing)
 
 
-def _invalid_line(entry: dict) -> dict:
-    return {"id": _line_id(), "custom_id": entry["custom_id"], "response": {"status_code": 400, "request_id": _line_id(),
+def _invalid_line(entry: dict, line_id: _LineIds) -> dict:
+    return {"id": line_id(), "custom_id": entry["custom_id"], "response": {"status_code": 400, "request_id": line_id(),
             "body": None}, "error": {"code": "invalid_request", "message": entry["error"], "line": entry["line"]}}
+
+
+def _json_line(line: dict) -> str:
+    """The line as JSON (pydantic's serializer writes the reply body's records in place)."""
+    return to_json(line).decode("utf-8") + "\n"
 
 
 def write_chunk_replies(chunk: Path, identity: JudgeIdentity, pairwise: bool, size: int = 1000) -> tuple[int, int, int]:
@@ -82,23 +95,25 @@ def write_chunk_replies(chunk: Path, identity: JudgeIdentity, pairwise: bool, si
     pairs = (p for _, p in iter_input(chunk / PAIRS, model))
     scores = _scores(chunk) if not pairwise else {}
     index = JudgmentIndex(chunk / JUDGMENTS) if pairwise and (chunk / JUDGMENTS).is_file() else None
+    rows = _labeled_rows(chunk) if index is not None else {}
     completed = failed = invalid = 0
+    line_id = _LineIds()
     try:
         with (chunk / REQUESTS).open(encoding="utf-8") as lines, atomic_file(chunk / OUTPUT) as out, \
                 atomic_file(chunk / ERRORS) as err:
             while entries := [json.loads(line) for line in islice(lines, size)]:
                 wanted = sum(len(e["ids"]) for e in entries if "error" not in e)
-                found = _results([p for p in islice(pairs, wanted) if isinstance(p, model)], identity, index, scores)
+                found = _found([p for p in islice(pairs, wanted) if isinstance(p, model)], identity, index, scores, rows)
                 for entry in entries:
                     if "error" in entry:
                         invalid += 1
-                        err.write(json.dumps(_invalid_line(entry), ensure_ascii=False) + "\n")
+                        err.write(_json_line(_invalid_line(entry, line_id)))
                         continue
-                    results = [found.get(pid) for pid in entry["ids"]]
-                    if any(r is None for r in results):
+                    judged = [found.get(pid) for pid in entry["ids"]]
+                    if any(j is None for j in judged):
                         continue  # not judged (a stopped chunk): in neither file
-                    line, missing = _reply_line(entry, results, pairwise, identity.name)
-                    (err if missing else out).write(json.dumps(line, ensure_ascii=False) + "\n")
+                    line, missing = _reply_line(entry, judged, pairwise, identity.name, line_id)
+                    (err if missing else out).write(_json_line(line))
                     failed += missing
                     completed += not missing
     finally:
@@ -107,12 +122,39 @@ def write_chunk_replies(chunk: Path, identity: JudgeIdentity, pairwise: bool, si
     return completed, failed, invalid
 
 
-def _results(chunk: list, identity: JudgeIdentity, index: JudgmentIndex | None, scores: dict) -> dict[str, Any]:
+def _result(given: str, found: Any) -> Any:
+    if isinstance(found, dict):
+        return row_result(given, found)
+    return pair_result(given, found) if isinstance(found, Judgment) else item_result(given, found)
+
+
+def _labeled_rows(chunk: Path) -> dict[str, dict]:
+    """The chunk's labeled pairs by id, from its preference dataset's columns (parsing each judgment's JSON, its
+    verdicts' logprobs included, was most of this step)."""
+    from rlaif.store.datasets import saved_batches
+
+    if not (chunk / "dataset").is_dir():
+        return {}
+    rows: dict[str, dict] = {}
+    for batch in saved_batches(chunk / "dataset"):
+        for row in batch.select(["pair_id", "chosen_is_response_1", *ROW_FIELDS]).to_pylist():
+            rows[row["pair_id"]] = row
+    return rows
+
+
+def _found(chunk: list, identity: JudgeIdentity, index: JudgmentIndex | None, scores: dict,
+           rows: dict[str, dict]) -> dict[str, Any]:
+    """What each pair (or item) of the chunk that was judged got, by its id: its preference row when labeled, else
+    its judgment (or score record)."""
     if index is None:
-        return {item.id: item_result(item.id, scores[k]) for item in chunk if (k := identity.item_key(item)) in scores}
-    keys = {pair.id: identity.key(pair) for pair in chunk}
+        return {item.id: scores[k] for item in chunk if (k := identity.item_key(item)) in scores}
+    found: dict[str, Any] = {pair.id: rows[pair.id] for pair in chunk if pair.id in rows}
+    keys = {pair.id: identity.key(pair) for pair in chunk if pair.id not in found}  # unlabeled, ties, duplicates
     known = index.lookup(list(set(keys.values())))
-    return {pair_id: pair_result(pair_id, index.read(known[key][0])) for pair_id, key in keys.items() if key in known}
+    read: dict[str, Any] = {}
+    found.update({pair_id: read[key] if key in read else read.setdefault(key, index.read(known[key][0]))
+                  for pair_id, key in keys.items() if key in known})
+    return found
 
 
 def _scores(folder: Path) -> dict[str, ScoreRecord]:
@@ -146,21 +188,29 @@ def merge_chunks(chunks: list[Path], folder: Path) -> dict[str, Any]:
     return merge_runs(finished, folder) if finished else {}
 
 
-def write_parquet(folder: Path) -> None:
-    """The preference dataset as one Parquet file, for download."""
+def write_parquet(folder: Path, group_bytes: int = 8 << 20) -> None:
+    """The preference dataset as one Parquet file, for download: row groups of about `group_bytes` (the dataset's
+    64-row batches as row groups each would bloat the file's metadata, held in memory until the writer closes)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from rlaif.store.datasets import saved_batches
 
     if not (folder / "dataset").is_dir():
         return
-    writer = None
+    writer, group, size = None, [], 0
     tmp = folder / (DATASET_PARQUET + ".tmp")
     for batch in saved_batches(folder / "dataset"):
         if writer is None:
             writer = pq.ParquetWriter(str(tmp), batch.schema)
-        writer.write_batch(batch)
+        group.append(batch)
+        size += batch.nbytes
+        if size >= group_bytes:
+            writer.write_table(pa.Table.from_batches(group), row_group_size=sum(b.num_rows for b in group))
+            group, size = [], 0
     if writer is not None:
+        if group:
+            writer.write_table(pa.Table.from_batches(group), row_group_size=sum(b.num_rows for b in group))
         writer.close()
         os.chmod(tmp, 0o600)
         tmp.replace(folder / DATASET_PARQUET)

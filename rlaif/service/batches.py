@@ -8,6 +8,7 @@
                                      folders, register the output and error files; completed | failed | cancelled
                                      | expired
 
+The steps' own work runs in the worker's child processes (rlaif.service.offload), so the API is not held up by it.
 Any worker may run any task (the scheduler leases them); each step is safe to redo, so a worker killed at any point
 costs at most the unfinished part of its chunk, which the next holder resumes from the chunk's run folder: no label
 is lost or written twice. A batch whose every line is invalid ends failed, with its counts and the error file.
@@ -17,14 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from rlaif.judging.identity import JudgeIdentity
 from rlaif.service.batch_input import PAIRS, chunk_folder, cut_into_chunks
 from rlaif.service.batch_output import ERRORS, OUTPUT, join_parts, merge_chunks, write_chunk_replies, write_parquet
 from rlaif.service.catalogue import Catalogue
 from rlaif.service.engines import JobCancelled
 from rlaif.service.executors import Executor
 from rlaif.service.files import FileStore
+from rlaif.service.offload import Offload, Remote
 from rlaif.service.paths import batch_folder
 from rlaif.service.records import FINALIZE_IDX, BatchJob, BatchStatus, Task, TaskKind, TaskState
 from rlaif.service.settings import ServiceSettings
@@ -42,8 +46,9 @@ class BatchWork:
     """Runs a batch's tasks; the scheduler decides which task runs where and when."""
 
     def __init__(self, settings: ServiceSettings, store: JobStore, files: FileStore, catalogue: Catalogue,
-                 executor: Executor, on_labels: Callable[[str, int], None] | None = None):
+                 executor: Executor, offload: Offload, on_labels: Callable[[str, int], None] | None = None):
         self.settings, self.store, self.files, self.catalogue, self.executor = settings, store, files, catalogue, executor
+        self.offload = offload
         self.on_labels = on_labels or (lambda outcome, n: None)
 
     def run(self, task: Task, stop: Stop) -> None:
@@ -71,8 +76,8 @@ class BatchWork:
         folder = batch_folder(self.settings, batch.id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         source = self.files.path(batch.input_file_id)
-        chunks = cut_into_chunks(source, folder, batch.endpoint, batch.judge, self.settings.max_items,
-                                 self.settings.chunk_pairs, stop)
+        chunks = self.offload.call(_cut, source, folder, batch.endpoint, batch.judge, self.settings.max_items,
+                                   self.settings.chunk_pairs, stop=stop)
         total = sum(c.lines for c in chunks)
         invalid = total - sum(c.valid_lines for c in chunks)
         created = now()
@@ -101,7 +106,8 @@ class BatchWork:
                 self.on_labels(outcome, summary[outcome])
         else:
             self.executor.score(spec, chunk / PAIRS, run, stop)
-        completed, failed, _ = write_chunk_replies(chunk, self.catalogue.identity(batch.judge), batch.pairwise)
+        completed, failed, _ = self.offload.call(_replies, chunk, self.catalogue.identity(batch.judge), batch.pairwise,
+                                                 stop=lambda: False)
         self.store.batches.add_progress(batch.id, completed, failed)  # invalid lines were counted at validation
 
     # finalize ----------------------------------------------------------------------------------------------
@@ -112,12 +118,9 @@ class BatchWork:
             self.store.batches.set_status(batch.id, BatchStatus.finalizing, only_from=(batch.status,))
         done = [chunk_folder(folder, t.idx) for t in self.store.tasks.of(batch.id)
                 if t.kind == TaskKind.label and t.state == TaskState.done]
-        completed, failed = join_parts(done, folder)
+        completed, failed, merged = self.offload.call(_outputs, done, folder, batch.pairwise, stop=lambda: False)
         summary: dict[str, Any] = {**(batch.summary or {}), "chunks_done": len(done), "chunks": batch.chunks}
-        if batch.pairwise:
-            merged = merge_chunks(done, folder)
-            write_parquet(folder)
-            summary.update({k: merged[k] for k in ("rows", "labeled", "unlabeled", "invalid_rows") if k in merged})
+        summary.update({k: merged[k] for k in ("rows", "labeled", "unlabeled", "invalid_rows") if k in merged})
         fields: dict[str, Any] = {"completed": completed, "failed": failed, "summary": summary}
         for field, name, path in (("output_file_id", "output", folder / OUTPUT), ("error_file_id", "errors", folder / ERRORS)):
             if path.stat().st_size:
@@ -139,3 +142,22 @@ class BatchWork:
                            "request; see each line's reason in the error file"}]})
         else:
             self.store.batches.set_status(batch.id, BatchStatus.completed)
+
+
+# the steps' work, run in a child process (module-level, so they pickle) ------------------------------------------
+def _cut(remote: Remote, source: Path, folder: Path, endpoint: str, judge: str, max_items: int,
+         chunk_pairs: int) -> list:
+    return cut_into_chunks(source, folder, endpoint, judge, max_items, chunk_pairs, remote.stop)
+
+
+def _replies(remote: Remote, chunk: Path, identity: JudgeIdentity, pairwise: bool) -> tuple[int, int, int]:
+    return write_chunk_replies(chunk, identity, pairwise)
+
+
+def _outputs(remote: Remote, done: list[Path], folder: Path, pairwise: bool) -> tuple[int, int, dict[str, Any]]:
+    completed, failed = join_parts(done, folder)
+    merged: dict[str, Any] = {}
+    if pairwise:
+        merged = merge_chunks(done, folder)
+        write_parquet(folder)
+    return completed, failed, merged

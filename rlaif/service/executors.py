@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +28,8 @@ from rlaif.errors import ConfigError
 from rlaif.judging.identity import JudgeIdentity
 from rlaif.judging.pointwise import ScoreItem
 from rlaif.records import CandidatePair
-from rlaif.service.engines import Engines, JobCancelled
+from rlaif.service.engines import JobCancelled
+from rlaif.service.offload import Offload, Remote
 from rlaif.service.settings import ServiceSettings
 from rlaif.stages.label import LabelOptions, label_stage
 from rlaif.store.inputs import iter_input
@@ -72,22 +74,36 @@ def _score(spec: JudgeSpec, items: Path, run: RunFolder, backends: Any, batch_si
 
 
 class LocalExecutor:
-    """Chunks on this worker's engines (shared with the synchronous routes, which go first)."""
+    """Chunks on this worker's engines (shared with the synchronous routes, which go first); the label stage runs in
+    a child process (rlaif.service.offload) whose engine calls come back to the engines here."""
 
     name = "local"
 
-    def __init__(self, engines: Engines, settings: ServiceSettings):
-        self.engines, self.batch_size = engines, settings.batch_size
+    def __init__(self, offload: Offload, settings: ServiceSettings):
+        self.offload, self.batch_size = offload, settings.batch_size
         self.slots = settings.slots or 2
 
     def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
-        return _label(spec, pairs, run, self.engines.backends(bulk=True, cancelled=stop), self.batch_size)
+        return self.offload.call(_on_engines, _label, spec, pairs, run.path, self.batch_size, stop=stop)
 
     def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
-        return _score(spec, items, run, self.engines.backends(bulk=True, cancelled=stop), self.batch_size)
+        return self.offload.call(_on_engines, _score, spec, items, run.path, self.batch_size, stop=stop)
 
     def close(self) -> None:
-        """The engines belong to the service."""
+        """The engines and the child processes belong to the service."""
+
+
+def _on_engines(remote: Remote, step: Callable[..., dict[str, Any]], spec: JudgeSpec, path: Path, run: Path,
+                batch_size: int) -> dict[str, Any]:
+    """In the child: the step on the worker's engines."""
+    return step(spec, path, RunFolder(run), remote.backends(), batch_size)
+
+
+def _on_fleet(remote: Remote, step: Callable[..., dict[str, Any]], spec: JudgeSpec, path: Path, run: Path,
+              batch_size: int) -> dict[str, Any]:
+    """In the child: the step on the judge's own OpenAI-compatible servers (a client pool of the child's own)."""
+    with BackendPool() as pool:
+        return step(spec, path, RunFolder(run), _StoppablePool(pool, remote.stop), batch_size)
 
 
 class _Stoppable:
@@ -135,18 +151,16 @@ class FleetExecutor:
 
     name = "fleet"
 
-    def __init__(self, settings: ServiceSettings, identities: dict[str, JudgeIdentity]):
+    def __init__(self, offload: Offload, settings: ServiceSettings, identities: dict[str, JudgeIdentity]):
         _fleet_judges(identities)
-        self.batch_size = settings.batch_size
+        self.offload, self.batch_size = offload, settings.batch_size
         self.slots = settings.slots or 4
 
     def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
-        with BackendPool() as pool:
-            return _label(spec, pairs, run, _StoppablePool(pool, stop), self.batch_size)
+        return self.offload.call(_on_fleet, _label, spec, pairs, run.path, self.batch_size, stop=stop)
 
     def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
-        with BackendPool() as pool:
-            return _score(spec, items, run, _StoppablePool(pool, stop), self.batch_size)
+        return self.offload.call(_on_fleet, _score, spec, items, run.path, self.batch_size, stop=stop)
 
     def close(self) -> None:
         """Nothing stays open between chunks."""
@@ -159,18 +173,23 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, settings: ServiceSettings, engines: Engines):
+    def __init__(self, offload: Offload, settings: ServiceSettings):
         import ray
 
-        self.settings, self.local = settings, LocalExecutor(engines, settings)
-        self.slots = settings.slots or 1
+        self.settings, self.local = settings, LocalExecutor(offload, settings)
+        self.slots = settings.slots or 2
+        self._one_at_a_time = threading.Lock()
+        """Each chunk on Ray takes the actors it asks for: one chunk on Ray at a time per worker, while the chunk
+        before it writes its reply lines in a child process (a second slot)."""
         self.started_here = False
         if not ray.is_initialized():
             address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
             # A local Ray gets this machine's CPUs, and at least one more than the actors: each actor holds a CPU
             # for the whole chunk, and the read tasks that feed them need one too.
+            # "local" starts a Ray of this worker's own even where another local Ray runs (which ray.init would
+            # otherwise join, and refuse the CPU count for).
             cpus = None if address else max(os.cpu_count() or 1, settings.ray_actors + 1)
-            ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address or "local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             self.started_here = True
         log.info("bulk chunks on Ray %s (%s actors per chunk)", ray.__version__, settings.ray_actors)
 
@@ -180,8 +199,11 @@ class RayExecutor:
         if stop():
             raise JobCancelled()
         s = self.settings
-        return ray_label_stage(pairs, spec, run, s.batch_size, actors=s.ray_actors, gpus_per_actor=s.ray_gpus_per_actor,
-                               progress=False)
+        with self._one_at_a_time:
+            if stop():
+                raise JobCancelled()
+            return ray_label_stage(pairs, spec, run, s.batch_size, actors=s.ray_actors,
+                                   gpus_per_actor=s.ray_gpus_per_actor, progress=False)
 
     def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
         return self.local.score(spec, items, run, stop)
@@ -193,9 +215,9 @@ class RayExecutor:
             ray.shutdown()
 
 
-def make_executor(settings: ServiceSettings, engines: Engines, identities: dict[str, JudgeIdentity]) -> Executor:
+def make_executor(settings: ServiceSettings, offload: Offload, identities: dict[str, JudgeIdentity]) -> Executor:
     if settings.executor == "ray":
-        return RayExecutor(settings, engines)
+        return RayExecutor(offload, settings)
     if settings.executor == "fleet":
-        return FleetExecutor(settings, identities)
-    return LocalExecutor(engines, settings)
+        return FleetExecutor(offload, settings, identities)
+    return LocalExecutor(offload, settings)

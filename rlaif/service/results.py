@@ -6,7 +6,10 @@ from rlaif.judging.pointwise import ScoreRecord
 from rlaif.records import Judgment
 from rlaif.service.schemas import ItemResult, PairResult
 
-__all__ = ["pair_result", "item_result"]
+__all__ = ["pair_result", "row_result", "ROW_FIELDS", "item_result"]
+
+ROW_FIELDS = tuple(f for f in PairResult.model_fields if f not in ("pair_id", "label", "reason"))
+"""The fields of a labeled pair's result that its preference row carries as they are (rlaif.store.rows)."""
 
 
 def pair_result(pair_id: str, judgment: Judgment) -> PairResult:
@@ -25,6 +28,13 @@ def pair_result(pair_id: str, judgment: Judgment) -> PairResult:
     if judgment.tie:
         return PairResult(**base, label="tie", probability=0.5, p_response_1=0.5, reason=judgment.reason)
     return PairResult(**base, label=None, reason=judgment.reason or "unlabeled")
+
+
+def row_result(pair_id: str, row: dict) -> PairResult:
+    """A labeled pair's result from its preference row (ROW_FIELDS, plus chosen_is_response_1): the same record
+    pair_result makes from its judgment, read from the dataset's columns instead of the judgment's JSON."""
+    return PairResult(pair_id=pair_id, label="response_1" if row["chosen_is_response_1"] else "response_2",
+                      **{f: row[f] for f in ROW_FIELDS})
 
 
 def item_result(item_id: str, record: ScoreRecord) -> ItemResult:

@@ -61,7 +61,7 @@ class ServiceSettings(BaseModel):
     lease_s: float = Field(30.0, gt=0)
     """A chunk's lease: renewed while its worker is alive; a dead worker's chunks go to another once it runs out."""
     slots: int | None = Field(None, ge=1)
-    """Chunks one worker runs at once (default: local 2, fleet 4, ray 1)."""
+    """Chunks one worker runs at once (default: local 2, fleet 4, ray 2: one on Ray, one writing its replies)."""
     ray_address: str | None = None
     """`--executor ray`: the cluster to join (`auto`, `ray://host:10001`); default RAY_ADDRESS, else a local Ray."""
     ray_actors: int = Field(1, ge=1)

@@ -5,12 +5,14 @@
     engines    this worker's engines, each behind its worker thread (synchronous requests first)
     catalogue  the judges: specs and identities, and the synchronous judges on the engines
     executor   how bulk chunks are judged (local, ray, fleet)
+    offload    the child processes the bulk steps' own work runs in, so it never holds up the API
     scheduler  leases tasks from the store and hands them to the batch and audit work
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
 from rlaif.service.audits import AuditWork
@@ -20,6 +22,7 @@ from rlaif.service.engines import Engines
 from rlaif.service.executors import Executor, make_executor
 from rlaif.service.files import FileStore
 from rlaif.service.metrics import Metrics
+from rlaif.service.offload import Offload
 from rlaif.service.records import TaskKind
 from rlaif.service.scheduler import Scheduler
 from rlaif.service.settings import KeyRing, ServiceSettings
@@ -39,6 +42,7 @@ class Service:
     engines: Engines
     catalogue: Catalogue
     executor: Executor
+    offload: Offload
     scheduler: Scheduler
     metrics: Metrics
 
@@ -50,24 +54,30 @@ class Service:
         try:
             files = FileStore(store, settings.service_dir)
             catalogue.open(engines)
-            executor = make_executor(settings, engines, catalogue.identities)
+            offload = Offload(engines)
+            executor = make_executor(settings, offload, catalogue.identities)
+            offload.warm(executor.slots)
         except BaseException:
             engines.close()
             store.close()
             raise
         metrics = Metrics()
-        batches = BatchWork(settings, store, files, catalogue, executor,
+        batches = BatchWork(settings, store, files, catalogue, executor, offload,
                             on_labels=lambda outcome, n: metrics.labels.labels("bulk", outcome).inc(n))
         audits = AuditWork(settings, store, files, catalogue, engines)
         work = {TaskKind.validate: batches, TaskKind.label: batches, TaskKind.finalize: batches, TaskKind.audit: audits}
         scheduler = Scheduler(store, work, settings.lease_s, executor.slots)  # type: ignore[arg-type]
-        service = cls(settings, keys, store, files, engines, catalogue, executor, scheduler, metrics)
+        service = cls(settings, keys, store, files, engines, catalogue, executor, offload, scheduler, metrics)
         metrics.watch(service)
+        # A thread that holds the interpreter lock keeps it up to the switch interval (5 ms by default) before the
+        # event loop gets it back: the threads that feed bulk work to the engines would add that to a sync request.
+        sys.setswitchinterval(0.001)
         scheduler.start()
         return service
 
     def close(self) -> None:
         self.scheduler.close()
         self.executor.close()
+        self.offload.close()
         self.engines.close()
         self.store.close()
