@@ -142,7 +142,7 @@ def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: i
     subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus", "3",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)
     os.environ["RAY_ADDRESS"] = "auto"
-    floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2", "--chunk-pairs", str(max(2048, n // 4))],
+    floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2", "--chunk-pairs", str(max(2048, n // 2))],
               "workers2": ["--workers", "2"]}
     found: dict = {}
     for name, extra in floors.items():

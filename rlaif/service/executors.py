@@ -166,6 +166,19 @@ class FleetExecutor:
         """Nothing stays open between chunks."""
 
 
+def _on_ray(remote: Remote, spec: JudgeSpec, pairs: Path, run: Path, batch_size: int, actors: int, gpus: float,
+            address: str) -> dict[str, Any]:
+    """In the child: the chunk on Ray Data, this child a driver of the worker's Ray (joined once, kept)."""
+    import ray
+
+    from rlaif.stages.ray_label import ray_label_stage
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return ray_label_stage(pairs, spec, RunFolder(run), batch_size, actors=actors, gpus_per_actor=gpus,
+                           progress=False)
+
+
 class RayExecutor:
     """Pairwise chunks on Ray Data (the Ray runner of `rlaif label`); pointwise chunks on this worker's engines. A
     chunk on Ray runs to its end once started: a cancel takes effect at the next chunk (size chunks with
@@ -191,19 +204,19 @@ class RayExecutor:
             cpus = None if address else max(os.cpu_count() or 1, settings.ray_actors + 1)
             ray.init(address=address or "local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             self.started_here = True
+        self.offload, self.address = offload, ray.get_runtime_context().gcs_address
+        """The chunk's Ray driver runs in a child process (the driver's own work stays off the API), joining here."""
         log.info("bulk chunks on Ray %s (%s actors per chunk)", ray.__version__, settings.ray_actors)
 
     def label(self, spec: JudgeSpec, pairs: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
-        from rlaif.stages.ray_label import ray_label_stage
-
         if stop():
             raise JobCancelled()
         s = self.settings
         with self._one_at_a_time:
             if stop():
                 raise JobCancelled()
-            return ray_label_stage(pairs, spec, run, s.batch_size, actors=s.ray_actors,
-                                   gpus_per_actor=s.ray_gpus_per_actor, progress=False)
+            return self.offload.call(_on_ray, spec, pairs, run.path, s.batch_size, s.ray_actors, s.ray_gpus_per_actor,
+                                     self.address, stop=stop)
 
     def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
         return self.local.score(spec, items, run, stop)
