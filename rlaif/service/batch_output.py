@@ -29,7 +29,6 @@ from rlaif.service.results import ROW_FIELDS, item_result, pair_result, row_resu
 from rlaif.service.schemas import PairwiseReply, PointwiseReply, Usage
 from rlaif.stages.label import JUDGMENTS
 from rlaif.store.index import JudgmentIndex
-from rlaif.store.inputs import iter_input
 from rlaif.store.runfolder import RunFolder
 
 __all__ = ["write_chunk_replies", "join_parts", "merge_chunks", "write_parquet", "OUTPUT", "ERRORS", "DATASET_PARQUET"]
@@ -92,18 +91,20 @@ def write_chunk_replies(chunk: Path, identity: JudgeIdentity, pairwise: bool, si
     """The chunk's output and errors parts from its run folder; (lines answered in full, lines with a pair left
     unlabeled or an item unscored, invalid lines)."""
     model: Any = CandidatePair if pairwise else ScoreItem
-    pairs = (p for _, p in iter_input(chunk / PAIRS, model))
     scores = _scores(chunk) if not pairwise else {}
     index = JudgmentIndex(chunk / JUDGMENTS) if pairwise and (chunk / JUDGMENTS).is_file() else None
     rows = _labeled_rows(chunk) if index is not None else {}
     completed = failed = invalid = 0
     line_id = _LineIds()
     try:
-        with (chunk / REQUESTS).open(encoding="utf-8") as lines, atomic_file(chunk / OUTPUT) as out, \
-                atomic_file(chunk / ERRORS) as err:
+        with (chunk / REQUESTS).open(encoding="utf-8") as lines, (chunk / PAIRS).open(encoding="utf-8") as pairs, \
+                atomic_file(chunk / OUTPUT) as out, atomic_file(chunk / ERRORS) as err:
             while entries := [json.loads(line) for line in islice(lines, size)]:
-                wanted = sum(len(e["ids"]) for e in entries if "error" not in e)
-                found = _found([p for p in islice(pairs, wanted) if isinstance(p, model)], identity, index, scores, rows)
+                ids = [pid for e in entries if "error" not in e for pid in e["ids"]]  # pairs.jsonl's order
+                # a pair is parsed only when it has no row (the chunk's own file: every line is a valid record)
+                unrowed = [model.model_validate_json(raw) for pid, raw in zip(ids, islice(pairs, len(ids)))
+                           if pid not in rows]
+                found = _found(unrowed, identity, index, scores) | {pid: rows[pid] for pid in ids if pid in rows}
                 for entry in entries:
                     if "error" in entry:
                         invalid += 1
@@ -142,19 +143,15 @@ def _labeled_rows(chunk: Path) -> dict[str, dict]:
     return rows
 
 
-def _found(chunk: list, identity: JudgeIdentity, index: JudgmentIndex | None, scores: dict,
-           rows: dict[str, dict]) -> dict[str, Any]:
-    """What each pair (or item) of the chunk that was judged got, by its id: its preference row when labeled, else
-    its judgment (or score record)."""
+def _found(chunk: list, identity: JudgeIdentity, index: JudgmentIndex | None, scores: dict) -> dict[str, Any]:
+    """The judgment (or score record) of each pair (or item) of `chunk` that was judged, by its id."""
     if index is None:
         return {item.id: scores[k] for item in chunk if (k := identity.item_key(item)) in scores}
-    found: dict[str, Any] = {pair.id: rows[pair.id] for pair in chunk if pair.id in rows}
-    keys = {pair.id: identity.key(pair) for pair in chunk if pair.id not in found}  # unlabeled, ties, duplicates
+    keys = {pair.id: identity.key(pair) for pair in chunk}  # unlabeled, ties, duplicates (the labeled have rows)
     known = index.lookup(list(set(keys.values())))
     read: dict[str, Any] = {}
-    found.update({pair_id: read[key] if key in read else read.setdefault(key, index.read(known[key][0]))
-                  for pair_id, key in keys.items() if key in known})
-    return found
+    return {pair_id: read[key] if key in read else read.setdefault(key, index.read(known[key][0]))
+            for pair_id, key in keys.items() if key in known}
 
 
 def _scores(folder: Path) -> dict[str, ScoreRecord]:
