@@ -286,7 +286,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=10_000, help="the smaller batch of the memory check")
-    parser.add_argument("--sync-requests", type=int, default=300)
+    parser.add_argument("--sync-requests", type=int, default=1000)
     parser.add_argument("--real-pairs", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve-scale"))
     parser.add_argument("--only", nargs="*", choices=("throughput", "latency", "fairness", "kill", "real"))

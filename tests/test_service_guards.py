@@ -249,6 +249,20 @@ def test_item_cap_answers_before_items_are_validated_and_health_stays_up(open_se
     assert huge_s < 5 * small_s, timings  # validating 250,000 items first would take seconds, not milliseconds
 
 
+def test_reward_routes_apply_the_item_cap_before_items_are_validated(open_server):
+    """/v1/reward and /get_reward read their bodies as the judge routes do: a list longer than the cap is a 413
+    naming it, even when its items are not strings (the cap comes before validation, which would say 422)."""
+    n = 200_000
+    for path, body in (("/v1/reward", {"prompts": [0] * n, "completions": [0] * n}),
+                       ("/get_reward", {"query": [0] * n, "prompts": [0] * n})):
+        status, reply, _ = _send(open_server, "POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        error = _error(reply, 413, status, "too_many_items")
+        assert f"{n} " in error["message"], error
+    status, reply, _ = _send(open_server, "POST", "/v1/reward", json.dumps({"prompts": [1], "completions": ["x"]}).encode(),
+                             {"Content-Type": "application/json"})
+    assert status == 422 and "prompts" in json.dumps(reply), reply  # within the cap, the types are still checked
+
+
 # --- 5. files: listing by purpose, deletion, and private modes ------------------------------------------------------------------
 def test_files_list_by_purpose_and_delete(keyed_server):
     s = keyed_server
@@ -286,6 +300,10 @@ def test_batch_run_folder_and_output_are_private(keyed_server):
     folder = s.service_dir / "batches" / batch["id"]
     assert _mode(folder) == 0o700 and _mode(folder / "output.jsonl") == 0o600
     assert _mode(s.service_dir) == 0o700 and _mode(s.service_dir / "files") == 0o700
+    # what the stages write inside (the chunks' run folders, the merged dataset) is private too: umask 077
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(written) > 10 and {p.name for p in written} >= {"judgments.jsonl", "manifest.json", "dataset.parquet"}
+    assert all(_mode(p) & 0o077 == 0 for p in folder.rglob("*")), sorted((oct(_mode(p)), str(p)) for p in folder.rglob("*"))
 
 
 # --- 6. /v1/models ------------------------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"({'keys: ' + ', '.join(keys) if keys else 'no keys: loopback only'}; {settings.workers} worker(s), bulk on "
           f"{settings.executor}; jobs in {where}, files in {settings.service_dir}; API docs at /docs)",
           file=sys.stderr, flush=True)
+    os.umask(0o077)  # every file the service (its workers, their child processes, the stages) writes is its user's only
     # No proxy headers: a client's X-Forwarded-For is not trusted (put a proxy in front and log there instead).
     options = dict(host=settings.host, port=settings.port, log_level="warning", access_log=False, proxy_headers=False,
                    server_header=False, timeout_graceful_shutdown=5)

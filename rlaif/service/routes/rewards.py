@@ -10,9 +10,10 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from rlaif.judging.pointwise import ScoreItem, ScoreRecord
-from rlaif.service.http import Owner, api_error, service_of, too_many
+from rlaif.service.http import Owner, api_error, documented, read_body, service_of, too_many
 from rlaif.service.routes.judging import judge_name
 from rlaif.service.schemas import OpenRLHFRewardRequest, RewardReply, RewardRequest
 from rlaif.service.state import Service
@@ -67,18 +68,25 @@ def rewards(svc: Service, judge: str | None, prompts: list[str], completions: li
     return RewardReply(judge=name, kind="pairwise_vs_reference", rewards=values, reasons=reward.last_reasons)
 
 
-@router.post("/v1/reward", response_model=RewardReply)
-def reward(body: RewardRequest, request: Request, owner: str = Owner) -> RewardReply:
+@router.post("/v1/reward", response_model=RewardReply, openapi_extra=documented(RewardRequest))
+async def reward(request: Request, owner: str = Owner) -> RewardReply:
     """One reward per completion: P(completion better than its reference) with a pairwise judge when `references`
     are given, else a pointwise judge's score (its rubric scale, or 0-1 with --reward-scale unit); null with the
     reason when unreadable."""
-    return rewards(service_of(request), body.judge, body.prompts, body.completions, body.references)
+    body = await read_body(request, RewardRequest)  # the item cap before any item is validated
+    return await run_in_threadpool(rewards, service_of(request), body.judge, body.prompts, body.completions,
+                                   body.references)
 
 
-@router.post("/get_reward")
-def get_reward(body: OpenRLHFRewardRequest, request: Request, owner: str = Owner) -> dict[str, Any]:
+@router.post("/get_reward", openapi_extra=documented(OpenRLHFRewardRequest))
+async def get_reward(request: Request, owner: str = Owner) -> dict[str, Any]:
     """OpenRLHF's remote reward shape: {"query": [prompt + response], "prompts": [...], "labels": [...]} ->
     {"rewards": [...]}; `labels` (reference responses) make it a pairwise reward, else pointwise."""
+    body = await read_body(request, OpenRLHFRewardRequest)
+    return await run_in_threadpool(_openrlhf, service_of(request), body)
+
+
+def _openrlhf(svc: Service, body: OpenRLHFRewardRequest) -> dict[str, Any]:
     if body.prompts is None or len(body.prompts) != len(body.query):
         raise api_error(422, "send `prompts` (one per query) so the response can be cut from each query", "prompts_required")
     completions = []
@@ -93,5 +101,5 @@ def get_reward(body: OpenRLHFRewardRequest, request: Request, owner: str = Owner
     if given and len(labels or []) != len(body.query):
         raise api_error(422, "send one label (reference response) per query", "length_mismatch")
     references = [x if isinstance(x, str) else "" for x in labels or []] if given else None
-    reply = rewards(service_of(request), None, list(body.prompts), completions, references)
+    reply = rewards(svc, None, list(body.prompts), completions, references)
     return {"rewards": reply.rewards, "scores": reply.rewards, "reasons": reply.reasons, "judge": reply.judge}
