@@ -19,8 +19,6 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic_core import to_json
-
 from rlaif.judging.identity import JudgeIdentity
 from rlaif.judging.pointwise import ScoreItem, ScoreRecord
 from rlaif.records import CandidatePair, Judgment
@@ -29,7 +27,7 @@ from rlaif.service.results import ROW_FIELDS, item_result, pair_result, row_resu
 from rlaif.service.schemas import PairwiseReply, PointwiseReply, Usage
 from rlaif.stages.label import JUDGMENTS
 from rlaif.store.index import JudgmentIndex
-from rlaif.store.runfolder import RunFolder
+from rlaif.store.runfolder import RunFolder, json_line
 
 __all__ = ["write_chunk_replies", "join_parts", "merge_chunks", "write_parquet", "OUTPUT", "ERRORS", "DATASET_PARQUET"]
 
@@ -82,11 +80,6 @@ def _invalid_line(entry: dict, line_id: _LineIds) -> dict:
             "body": None}, "error": {"code": "invalid_request", "message": entry["error"], "line": entry["line"]}}
 
 
-def _json_line(line: dict) -> str:
-    """The line as JSON (pydantic's serializer writes the reply body's records in place)."""
-    return to_json(line).decode("utf-8") + "\n"
-
-
 def write_chunk_replies(chunk: Path, identity: JudgeIdentity, pairwise: bool, size: int = 1000) -> tuple[int, int, int]:
     """The chunk's output and errors parts from its run folder; (lines answered in full, lines with a pair left
     unlabeled or an item unscored, invalid lines)."""
@@ -108,13 +101,13 @@ def write_chunk_replies(chunk: Path, identity: JudgeIdentity, pairwise: bool, si
                 for entry in entries:
                     if "error" in entry:
                         invalid += 1
-                        err.write(_json_line(_invalid_line(entry, line_id)))
+                        err.write(json_line(_invalid_line(entry, line_id)))
                         continue
                     judged = [found.get(pid) for pid in entry["ids"]]
                     if any(j is None for j in judged):
                         continue  # not judged (a stopped chunk): in neither file
                     line, missing = _reply_line(entry, judged, pairwise, identity.name, line_id)
-                    (err if missing else out).write(_json_line(line))
+                    (err if missing else out).write(json_line(line))
                     failed += missing
                     completed += not missing
     finally:
