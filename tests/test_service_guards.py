@@ -414,3 +414,23 @@ def test_the_gold_file_of_an_active_audit_cannot_be_deleted(slow_server):
         _error(reply, 409, status, "file_in_use")
     finally:
         s.request("POST", f"/v1/batches/{busy['id']}/cancel")
+
+
+def test_lists_are_newest_first_for_jobs_made_within_one_second(tmp_path: Path):
+    """created_at has whole seconds; jobs made in the same second are still listed newest first (the id's time part),
+    so a client's `batches.list().data[0]` is the batch it just made."""
+    from rlaif.service.records import BatchJob, BatchStatus
+    from rlaif.service.store import JobStore, new_id, valid_id
+
+    store = JobStore.open(tmp_path / "jobs.sqlite")
+    made = []
+    for _ in range(40):
+        batch = BatchJob(id=new_id("batch"), owner="k", endpoint="/v1/judge/pairwise", input_file_id=new_id("file"),
+                         judge="j", completion_window="24h", status=BatchStatus.validating, created_at=1_000,
+                         expires_at=90_000)
+        assert valid_id("batch", batch.id)
+        store.batches.add(batch)
+        made.append(batch.id)
+    assert [b.id for b in store.batches.owned("k", limit=100)] == made[::-1]
+    page = store.batches.owned("k", limit=10, after=made[25])
+    assert [b.id for b in page] == made[24:14:-1]

@@ -1,8 +1,9 @@
 """The job store: files, batches, audits, campaigns and their leasable tasks, shared by every worker of a service.
 
 Only metadata lives here; what a job writes goes to its run folder under the service directory (a path every
-worker sees), named by the job's id. Ids are made here (a prefix and 24 hex digits) and checked against that shape
-before any lookup, so a client-given id can never name a path outside the service directory.
+worker sees), named by the job's id. Ids are made here (a prefix and 24 hex digits, the first 12 a millisecond
+stamp so that lists sort newest first) and checked against that shape before any lookup, so a client-given id can
+never name a path outside the service directory.
 
 Leasing: a worker takes the next task with one guarded UPDATE (`lease`), so two workers never hold the same task;
 the lease runs for `lease_s` seconds and the worker renews it while it works (`renew`). A worker that dies stops
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,21 @@ __all__ = ["JobStore", "Files", "Batches", "Audits", "Campaigns", "Tasks", "new_
 _PREFIX = {"file": "file-", "batch": "batch_", "audit": "audit_", "campaign": "campaign_"}
 
 
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
 def new_id(kind: str) -> str:
-    return _PREFIX[kind] + secrets.token_hex(12)
+    """A new id: 12 hex digits of milliseconds since the epoch, strictly rising within a process, then 12 random.
+
+    Lists are newest first by (created_at, id); created_at has whole seconds, so the id's time part orders the
+    jobs made within one second (two ids from one process never tie; across processes the random part breaks it).
+    """
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(_last_stamp + 1, time.time_ns() // 1_000_000)
+        stamp = _last_stamp
+    return f"{_PREFIX[kind]}{stamp:012x}{secrets.token_hex(6)}"
 
 
 def valid_id(kind: str, value: str | None) -> bool:
