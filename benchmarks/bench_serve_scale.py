@@ -136,7 +136,7 @@ def cli_label(out: Path, pairs: Path, judge: str, runner: list[str]) -> dict:
             "label_seconds": label_s, "labels_per_s_stage": round(n / label_s, 1) if label_s else None}
 
 
-def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: int) -> dict:
+def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: int, only: list[str] | None = None) -> dict:
     # One local Ray cluster for the server and the CLI alike, with a CPU more than the 2 actors hold (on a 2-core
     # machine a Ray sized to the cores would give the actors every CPU and starve the read tasks).
     subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus", "3",
@@ -144,6 +144,7 @@ def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: i
     os.environ["RAY_ADDRESS"] = "auto"
     floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2", "--chunk-pairs", str(max(2048, n // 2))],
               "workers2": ["--workers", "2"]}
+    floors = {name: extra for name, extra in floors.items() if not only or name in only}
     found: dict = {}
     for name, extra in floors.items():
         say(f"throughput: {name}")
@@ -159,11 +160,15 @@ def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: i
     pairs = out / "pairs.jsonl"
     bench_serve.write_pairs(pairs, n)
     say("throughput: rlaif label (local, then ray with 2 actors)")
-    found["cli_local"] = cli_label(out, pairs, judge, [])
-    found["cli_ray"] = cli_label(out, pairs, judge, ["--runner", "ray", "--ray-actors", "2", "--ray-address", "auto"])
+    if {"local", "workers2"} & set(floors):
+        found["cli_local"] = cli_label(out, pairs, judge, [])
+    if "ray" in floors:
+        found["cli_ray"] = cli_label(out, pairs, judge, ["--runner", "ray", "--ray-actors", "2", "--ray-address", "auto"])
     subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     os.environ.pop("RAY_ADDRESS", None)
     for name, cli in (("local", "cli_local"), ("workers2", "cli_local"), ("ray", "cli_ray")):
+        if name not in floors:
+            continue
         api = found[name]["big"]["labels_per_s"]
         found[name]["vs_cli_command"] = round(api / found[cli]["labels_per_s_command"], 3)
         found[name]["vs_cli_stage"] = round(api / found[cli]["labels_per_s_stage"], 3) if found[cli]["labels_per_s_stage"] else None
@@ -291,6 +296,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve-scale"))
     parser.add_argument("--only", nargs="*", choices=("throughput", "latency", "fairness", "kill", "real"))
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--floors", nargs="*", choices=("local", "ray", "workers2"),
+                        help="throughput: only these floors (and the CLI runs they compare with)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     judge = str(service_support.fake_judge(args.out))
@@ -301,7 +308,7 @@ def main() -> None:
         wanted.discard("real")
     figures: dict = {"pairs": args.pairs, "small": args.small, "cpus": os.cpu_count()}
     if "throughput" in wanted:
-        figures["throughput"] = throughput(args.out, judge, big, small, args.pairs, args.small)
+        figures["throughput"] = throughput(args.out, judge, big, small, args.pairs, args.small, args.floors)
     if "latency" in wanted:
         figures["latency"] = latency(args.out, judge, big, args.sync_requests)
     if "fairness" in wanted:

@@ -17,6 +17,7 @@ is lost or written twice. A batch whose every line is invalid ends failed, with 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class BatchWork:
         folder = batch_folder(self.settings, batch.id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         source = self.files.path(batch.input_file_id)
+        began = time.perf_counter()
         chunks = self.offload.call(_cut, source, folder, batch.endpoint, batch.judge, self.settings.max_items,
                                    self.settings.chunk_pairs, stop=stop)
         total = sum(c.lines for c in chunks)
@@ -91,7 +93,8 @@ class BatchWork:
             self.store.batches.update(batch.id, total=total, failed=invalid, chunks=len(chunks),
                                       summary={"invalid_lines": invalid})
             self.store.batches.set_status(batch.id, BatchStatus.in_progress, only_from=(BatchStatus.validating,))
-        log.info("batch %s: %d lines (%d invalid) in %d chunks", batch.id, total, invalid, len(chunks))
+        log.info("batch %s: %d lines (%d invalid) in %d chunks, checked in %.1f s", batch.id, total, invalid, len(chunks),
+                 time.perf_counter() - began)
 
     # label -------------------------------------------------------------------------------------------------
     def _label(self, batch: BatchJob, task: Task, stop: Stop) -> None:
@@ -100,15 +103,19 @@ class BatchWork:
         run = RunFolder(chunk)
         if stop():
             raise JobCancelled()
+        began = time.perf_counter()
         if batch.pairwise:
             summary = self.executor.label(spec, chunk / PAIRS, run, stop)
             for outcome in ("labeled", "unlabeled"):
                 self.on_labels(outcome, summary[outcome])
         else:
             self.executor.score(spec, chunk / PAIRS, run, stop)
+        labeled = time.perf_counter()
         completed, failed, _ = self.offload.call(_replies, chunk, self.catalogue.identity(batch.judge), batch.pairwise,
                                                  stop=lambda: False)
         self.store.batches.add_progress(batch.id, completed, failed)  # invalid lines were counted at validation
+        log.info("batch %s chunk %d: %d lines, judged in %.1f s, reply lines in %.1f s", batch.id, task.idx,
+                 completed + failed, labeled - began, time.perf_counter() - labeled)
 
     # finalize ----------------------------------------------------------------------------------------------
     def _finalize(self, batch: BatchJob) -> None:
@@ -118,7 +125,9 @@ class BatchWork:
             self.store.batches.set_status(batch.id, BatchStatus.finalizing, only_from=(batch.status,))
         done = [chunk_folder(folder, t.idx) for t in self.store.tasks.of(batch.id)
                 if t.kind == TaskKind.label and t.state == TaskState.done]
+        began = time.perf_counter()
         completed, failed, merged = self.offload.call(_outputs, done, folder, batch.pairwise, stop=lambda: False)
+        log.info("batch %s: %d chunks merged in %.1f s", batch.id, len(done), time.perf_counter() - began)
         summary: dict[str, Any] = {**(batch.summary or {}), "chunks_done": len(done), "chunks": batch.chunks}
         summary.update({k: merged[k] for k in ("rows", "labeled", "unlabeled", "invalid_rows") if k in merged})
         fields: dict[str, Any] = {"completed": completed, "failed": failed, "summary": summary}

@@ -176,13 +176,18 @@ def _on_ray(remote: Remote, spec: JudgeSpec, pairs: Path, run: Path, batch_size:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     return ray_label_stage(pairs, spec, RunFolder(run), batch_size, actors=actors, gpus_per_actor=gpus,
-                           progress=False)
+                           progress=False, after_ray=lambda: remote.tell(RAY_DONE))
+
+
+RAY_DONE = "ray_done"
+"""The event a chunk's Ray driver tells when its run on the cluster is over (its output pass is still to come)."""
 
 
 class RayExecutor:
     """Pairwise chunks on Ray Data (the Ray runner of `rlaif label`); pointwise chunks on this worker's engines. A
     chunk on Ray runs to its end once started: a cancel takes effect at the next chunk (size chunks with
-    --chunk-pairs)."""
+    --chunk-pairs). One chunk is on the cluster at a time per worker; the next one starts as soon as the cluster's
+    part of the one before is over, while that one's output pass and reply lines are written (in other slots)."""
 
     name = "ray"
 
@@ -191,9 +196,9 @@ class RayExecutor:
 
         self.settings, self.local = settings, LocalExecutor(offload, settings)
         self.slots = settings.slots or 2
-        self._one_at_a_time = threading.Lock()
-        """Each chunk on Ray takes the actors it asks for: one chunk on Ray at a time per worker, while the chunk
-        before it writes its reply lines in a child process (a second slot)."""
+        self._cluster = threading.Lock()
+        """Each chunk on Ray takes the actors it asks for: one chunk on the cluster at a time per worker, held from
+        its start until the cluster's part ends (RAY_DONE), while the chunk before it finishes in another slot."""
         self.started_here = False
         if not ray.is_initialized():
             address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -212,11 +217,20 @@ class RayExecutor:
         if stop():
             raise JobCancelled()
         s = self.settings
-        with self._one_at_a_time:
+        held = [self._cluster.acquire()]
+
+        def on_event(event: str, value: Any) -> None:
+            if event == RAY_DONE and held:
+                held.pop()
+                self._cluster.release()
+
+        try:
             if stop():
                 raise JobCancelled()
             return self.offload.call(_on_ray, spec, pairs, run.path, s.batch_size, s.ray_actors, s.ray_gpus_per_actor,
-                                     self.address, stop=stop)
+                                     self.address, stop=stop, on_event=on_event)
+        finally:
+            on_event(RAY_DONE, None)
 
     def score(self, spec: JudgeSpec, items: Path, run: RunFolder, stop: Stop) -> dict[str, Any]:
         return self.local.score(spec, items, run, stop)

@@ -7,8 +7,9 @@ worker runs its steps in a child process of its own (started once, on first use;
 
     worker (API, engines) <--pipe--> child: the step; its engine calls come back over the pipe as bulk work
 
-A child asks the worker for two things only: engine calls (a slice of requests for a judge's engine, answered from
-the engine's bulk queue, behind every synchronous request) and whether its task must stop. Backends that need no
+A child asks the worker for engine calls (a slice of requests for a judge's engine, answered from the engine's bulk
+queue, behind every synchronous request) and whether its task must stop, and tells it of a step's milestones
+(`tell`: a chunk cut, a Ray run ended) while the step goes on. Backends that need no
 engine here (a fleet's OpenAI-compatible servers, Ray) are opened in the child itself.
 """
 
@@ -58,6 +59,10 @@ class Remote:
 
     def stop(self) -> bool:
         return bool(self.ask("stop"))
+
+    def tell(self, event: str, value: Any = None) -> None:
+        """Tell the worker of a milestone of the step (its caller's `on_event(event, value)`); the step goes on."""
+        self.ask("event", event, value)
 
     def backends(self) -> _RemoteBackends:
         return _RemoteBackends(self)
@@ -146,6 +151,16 @@ def _child(conn: Connection) -> None:
                 conn.send(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
+def _told(on_event: Callable[[str, Any], None] | None, payload: list) -> tuple[str, Any]:
+    if on_event is None:
+        return "value", None
+    try:
+        on_event(*payload)
+    except Exception as exc:  # the caller's handler failed: the step is told, and fails with it
+        return "error", exc
+    return "value", None
+
+
 # the worker's side -----------------------------------------------------------------------------------------------
 class _Child:
     def __init__(self) -> None:
@@ -185,14 +200,16 @@ class Offload:
         for _ in range(count):
             self._spawner.submit(self._add_idle)
 
-    def call(self, fn: Callable[..., Any], *args: Any, stop: Stop) -> Any:
+    def call(self, fn: Callable[..., Any], *args: Any, stop: Stop,
+             on_event: Callable[[str, Any], None] | None = None) -> Any:
         """`fn(remote, *args)` in a child process (fn and args must pickle: a module-level function and records);
-        its result, or its exception raised here. JobCancelled when the step stopped because `stop()` said so."""
+        its result, or its exception raised here. JobCancelled when the step stopped because `stop()` said so.
+        `on_event(event, value)` is called here, in this thread, for each `remote.tell` of the step."""
         child = self._take()
         healthy = True  # a step's own error or a stop leaves its child ready for the next step
         try:
             child.conn.send((fn, args))
-            return self._serve(child.conn, stop)
+            return self._serve(child.conn, stop, on_event)
         except (EOFError, OSError) as exc:
             healthy = False
             child.process.join(1.0)
@@ -201,7 +218,7 @@ class Offload:
         finally:
             self._give_back(child, healthy)
 
-    def _serve(self, conn: Connection, stop: Stop) -> Any:
+    def _serve(self, conn: Connection, stop: Stop, on_event: Callable[[str, Any], None] | None) -> Any:
         while True:
             kind, *payload = conn.recv()
             if kind == "result":
@@ -210,7 +227,10 @@ class Offload:
                 raise payload[0]
             if kind == "cancelled":
                 raise JobCancelled()
-            conn.send(self._answer(kind, payload, stop))
+            if kind == "event":
+                conn.send(_told(on_event, payload))
+            else:
+                conn.send(self._answer(kind, payload, stop))
 
     def _answer(self, kind: str, payload: list, stop: Stop) -> tuple[str, Any]:
         if kind == "stop":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -276,6 +276,7 @@ def ray_label_stage(
     gpus_per_actor: float = 0, address: str | None = None, keep_prompts: float = 0.01,
     shard: tuple[int, int] | None = None, progress: bool = True, extra_manifest: dict | None = None,
     pairs: Iterable | None = None, total: int | None = None, ray_init_args: dict[str, Any] | None = None,
+    after_ray: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Label the pairs at `pairs_path` on Ray (see the module doc) and write the run folder's outputs; return
     the local stage's summary with the Ray facts added.
@@ -284,7 +285,8 @@ def ray_label_stage(
     (0 on CPU clusters, or for API backends). `address`: a Ray cluster (`auto`, `ray://host:10001`); None
     connects to RAY_ADDRESS or starts a local Ray (a Ray already initialised in this process is used as it
     is, and left running). `pairs`/`total`: the input stream and row count for the output pass, when the caller
-    already opened it (default: the input read again). `ray_init_args`: extra `ray.init` keywords."""
+    already opened it (default: the input read again). `ray_init_args`: extra `ray.init` keywords. `after_ray()` is
+    called once the cluster's part is over (ended or failed), before the local output pass."""
     import ray
     import ray.data
 
@@ -322,6 +324,8 @@ def ray_label_stage(
         ray_seconds = time.perf_counter() - began
         context.enable_progress_bars = bars
         del done
+        if after_ray is not None:
+            after_ray()
         judged = ingest_attempts(run)  # what finished is kept, also when the Ray run failed part-way
         if started_here:
             ray.shutdown()
