@@ -136,13 +136,14 @@ def cli_label(out: Path, pairs: Path, judge: str, runner: list[str]) -> dict:
             "label_seconds": label_s, "labels_per_s_stage": round(n / label_s, 1) if label_s else None}
 
 
-def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: int, only: list[str] | None = None) -> dict:
+def throughput(out: Path, judge: str, big: Path, small: Path, n: int, n_small: int, only: list[str] | None = None,
+               ray_chunk: int | None = None) -> dict:
     # One local Ray cluster for the server and the CLI alike, with a CPU more than the 2 actors hold (on a 2-core
     # machine a Ray sized to the cores would give the actors every CPU and starve the read tasks).
     subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus", "3",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)
     os.environ["RAY_ADDRESS"] = "auto"
-    floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2", "--chunk-pairs", str(max(2048, n // 2))],
+    floors = {"local": [], "ray": ["--executor", "ray", "--ray-actors", "2", "--chunk-pairs", str(ray_chunk or max(2048, n // 2))],
               "workers2": ["--workers", "2"]}
     floors = {name: extra for name, extra in floors.items() if not only or name in only}
     found: dict = {}
@@ -296,6 +297,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve-scale"))
     parser.add_argument("--only", nargs="*", choices=("throughput", "latency", "fairness", "kill", "real"))
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--ray-chunk", type=int, help="throughput: --chunk-pairs of the ray floor (default: --pairs / 2)")
     parser.add_argument("--floors", nargs="*", choices=("local", "ray", "workers2"),
                         help="throughput: only these floors (and the CLI runs they compare with)")
     args = parser.parse_args()
@@ -308,7 +310,7 @@ def main() -> None:
         wanted.discard("real")
     figures: dict = {"pairs": args.pairs, "small": args.small, "cpus": os.cpu_count()}
     if "throughput" in wanted:
-        figures["throughput"] = throughput(args.out, judge, big, small, args.pairs, args.small, args.floors)
+        figures["throughput"] = throughput(args.out, judge, big, small, args.pairs, args.small, args.floors, args.ray_chunk)
     if "latency" in wanted:
         figures["latency"] = latency(args.out, judge, big, args.sync_requests)
     if "fairness" in wanted:

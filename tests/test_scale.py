@@ -108,3 +108,29 @@ def test_merge_refuses_runs_of_different_judges(tmp_path):
     (tmp_path / "a" / "preferences.jsonl").write_text("".join(lines + lines[:1]))
     with pytest.raises(InputError, match="more rows"):
         merge_runs([tmp_path / "a"], tmp_path / "merged-3")
+
+
+def test_runs_with_distinct_ids_join_as_they_are_and_equal_the_row_by_row_merge(tmp_path):
+    """The service's finalize joins its chunks' rows without decoding them (their ids are distinct by validation):
+    the same dataset and lines as the deduplicating merge, the Arrow files linked rather than copied."""
+    from datasets import load_from_disk
+
+    from rlaif.stages.merge import merge_rows
+
+    (tmp_path / "judge.yaml").write_text(JUDGE)
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(pairs, 200)
+    runs = [tmp_path / f"shard{i}" for i in range(2)]
+    for i in range(2):
+        _label(tmp_path, pairs, f"shard{i}", "--shard", f"{i}/2")
+    slow, fast = merge_rows(runs, tmp_path / "slow"), merge_rows(runs, tmp_path / "fast", distinct_ids=True)
+    assert fast == slow and fast["labeled"] + fast["unlabeled"] == 200
+    assert (tmp_path / "fast" / "preferences.jsonl").read_text() == (tmp_path / "slow" / "preferences.jsonl").read_text()
+    assert load_from_disk(str(tmp_path / "fast" / "dataset")).to_list() == load_from_disk(str(tmp_path / "slow" / "dataset")).to_list()
+    linked = sorted((tmp_path / "fast" / "dataset").glob("*.arrow"))
+    assert len(linked) == 2 and all(f.stat().st_nlink == 2 for f in linked)
+    # a run whose lines no longer match its dataset is refused, not joined
+    lines = (runs[1] / "preferences.jsonl").read_text().splitlines(keepends=True)
+    (runs[1] / "preferences.jsonl").write_text("".join(lines[:-1]))
+    with pytest.raises(InputError, match="changed after labeling"):
+        merge_rows(runs, tmp_path / "broken", distinct_ids=True)

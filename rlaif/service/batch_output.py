@@ -29,7 +29,7 @@ from rlaif.stages.label import JUDGMENTS
 from rlaif.store.index import JudgmentIndex
 from rlaif.store.runfolder import RunFolder, json_line
 
-__all__ = ["write_chunk_replies", "join_parts", "merge_chunks", "write_parquet", "OUTPUT", "ERRORS", "DATASET_PARQUET"]
+__all__ = ["write_chunk_replies", "join_parts", "finished_chunks", "write_parquet", "OUTPUT", "ERRORS", "DATASET_PARQUET"]
 
 OUTPUT, ERRORS, DATASET_PARQUET = "output.jsonl", "errors.jsonl", "dataset.parquet"
 
@@ -170,12 +170,9 @@ def join_parts(chunks: list[Path], folder: Path) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def merge_chunks(chunks: list[Path], folder: Path) -> dict[str, Any]:
-    """The chunks' label run folders merged into the batch folder (rlaif.stages.merge)."""
-    from rlaif.stages.merge import merge_runs
-
-    finished = [c for c in chunks if (c / "manifest.json").is_file() and (c / "dataset").is_dir()]
-    return merge_runs(finished, folder) if finished else {}
+def finished_chunks(chunks: list[Path]) -> list[Path]:
+    """The chunks whose label run folder was written to its end (a manifest and a dataset): those merge."""
+    return [c for c in chunks if (c / "manifest.json").is_file() and (c / "dataset").is_dir()]
 
 
 def write_parquet(folder: Path, group_bytes: int = 8 << 20) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from rlaif.judging.identity import JudgeIdentity
 from rlaif.service.batch_input import PAIRS, chunk_folder, cut_into_chunks
-from rlaif.service.batch_output import ERRORS, OUTPUT, join_parts, merge_chunks, write_chunk_replies, write_parquet
+from rlaif.service.batch_output import ERRORS, OUTPUT, finished_chunks, join_parts, write_chunk_replies, write_parquet
 from rlaif.service.catalogue import Catalogue
 from rlaif.service.engines import JobCancelled
 from rlaif.service.executors import Executor
@@ -34,6 +34,7 @@ from rlaif.service.paths import batch_folder
 from rlaif.service.records import FINALIZE_IDX, BatchJob, BatchStatus, Task, TaskKind, TaskState
 from rlaif.service.settings import ServiceSettings
 from rlaif.service.store import JobStore, now
+from rlaif.stages.merge import check_runs, merge_judgments, merge_rows, write_merged_manifest
 from rlaif.store.runfolder import RunFolder
 
 __all__ = ["BatchWork"]
@@ -126,7 +127,7 @@ class BatchWork:
         done = [chunk_folder(folder, t.idx) for t in self.store.tasks.of(batch.id)
                 if t.kind == TaskKind.label and t.state == TaskState.done]
         began = time.perf_counter()
-        completed, failed, merged = self.offload.call(_outputs, done, folder, batch.pairwise, stop=lambda: False)
+        completed, failed, merged = self._outputs(done, folder, batch.pairwise)
         log.info("batch %s: %d chunks merged in %.1f s", batch.id, len(done), time.perf_counter() - began)
         summary: dict[str, Any] = {**(batch.summary or {}), "chunks_done": len(done), "chunks": batch.chunks}
         summary.update({k: merged[k] for k in ("rows", "labeled", "unlabeled", "invalid_rows") if k in merged})
@@ -137,6 +138,20 @@ class BatchWork:
                                                     file_id=getattr(batch, field))
         self.store.batches.update(batch.id, **fields)
         self._final_status(batch, completed, failed)
+
+    def _outputs(self, done: list[Path], folder: Path, pairwise: bool) -> tuple[int, int, dict[str, Any]]:
+        """The reply lines joined; for pairwise chunks, their label run folders merged into the batch folder
+        (rlaif.stages.merge): the rows (and the Parquet download) and the judgments at once, in two child
+        processes when a second one is idle."""
+        never = lambda: False  # noqa: E731  (the finalize step runs to its end)
+        finished = finished_chunks(done) if pairwise else []
+        judged = self.offload.beside(_judgments, finished, folder, stop=never) if finished else None
+        completed, failed, rows = self.offload.call(_rows, done, finished, folder, stop=never)
+        if not finished:
+            return completed, failed, {}
+        judgments = judged.result() if judged is not None else self.offload.call(_judgments, finished, folder, stop=never)
+        folders, manifests = check_runs(finished, folder)
+        return completed, failed, write_merged_manifest(folders, manifests, folder, {**rows, "judgments": judgments})
 
     def _final_status(self, batch: BatchJob, completed: int, failed: int) -> None:
         latest = self.store.batches.get(batch.id) or batch
@@ -163,10 +178,14 @@ def _replies(remote: Remote, chunk: Path, identity: JudgeIdentity, pairwise: boo
     return write_chunk_replies(chunk, identity, pairwise)
 
 
-def _outputs(remote: Remote, done: list[Path], folder: Path, pairwise: bool) -> tuple[int, int, dict[str, Any]]:
+def _rows(remote: Remote, done: list[Path], finished: list[Path], folder: Path) -> tuple[int, int, dict[str, Any]]:
     completed, failed = join_parts(done, folder)
-    merged: dict[str, Any] = {}
-    if pairwise:
-        merged = merge_chunks(done, folder)
-        write_parquet(folder)
-    return completed, failed, merged
+    if not finished:
+        return completed, failed, {}
+    rows = merge_rows(check_runs(finished, folder)[0], folder, distinct_ids=True)  # custom ids are unique in a batch
+    write_parquet(folder)
+    return completed, failed, rows
+
+
+def _judgments(remote: Remote, finished: list[Path], folder: Path) -> int:
+    return merge_judgments(finished, folder)

@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -205,7 +205,28 @@ class Offload:
         """`fn(remote, *args)` in a child process (fn and args must pickle: a module-level function and records);
         its result, or its exception raised here. JobCancelled when the step stopped because `stop()` said so.
         `on_event(event, value)` is called here, in this thread, for each `remote.tell` of the step."""
-        child = self._take()
+        return self._run(self._take(), fn, args, stop, on_event)
+
+    def beside(self, fn: Callable[..., Any], *args: Any, stop: Stop) -> Future | None:
+        """`fn(remote, *args)` in an idle child, from a thread of its own, while the caller goes on: its Future; None
+        (and nothing started) when no child is idle now, so a step's side work never adds a process."""
+        with self._lock:
+            if self._closed or not self._idle:
+                return None
+            child = self._idle.pop()
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._run(child, fn, args, stop, None))
+            except BaseException as exc:  # the caller gets it from the Future
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="rlaif-offload-beside", daemon=True).start()
+        return future
+
+    def _run(self, child: _Child, fn: Callable[..., Any], args: tuple, stop: Stop,
+             on_event: Callable[[str, Any], None] | None) -> Any:
         healthy = True  # a step's own error or a stop leaves its child ready for the next step
         try:
             child.conn.send((fn, args))

@@ -22,12 +22,12 @@ from pydantic_core import from_json
 from rlaif.errors import InputError
 from rlaif.records import reason_kind
 from rlaif.stages.label import JUDGMENTS, LABEL_FILES
-from rlaif.store.datasets import DatasetWriter, pairwise_features, saved_batches
+from rlaif.store.datasets import DatasetWriter, pairwise_features, saved_batches, saved_data_files
 from rlaif.store.index import JudgmentIndex, SeenSet, is_final
 from rlaif.store.manifest import write_manifest
 from rlaif.store.runfolder import RunFolder
 
-__all__ = ["merge_runs"]
+__all__ = ["merge_runs", "check_runs", "merge_rows", "merge_judgments", "write_merged_manifest"]
 
 _MADE_BY = ("judge", "template", "constitution")
 
@@ -69,6 +69,14 @@ def _disagree(folder: Path, how: str) -> InputError:
 
 def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:
     """Merge label run folders into `out`; returns the summary."""
+    folders, manifests = check_runs(folders, out)
+    rows = merge_rows(folders, out)
+    return write_merged_manifest(folders, manifests, out, {**rows, "judgments": merge_judgments(folders, out)})
+
+
+def check_runs(folders: list[Path], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The folders (as paths) and their manifests, once checked that they merge: finished label runs of one judge,
+    none of them `out`."""
     if not folders:
         raise InputError("give at least one run folder to merge")
     folders = [Path(f) for f in folders]
@@ -81,6 +89,18 @@ def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:
         if differs:
             raise InputError(f"{folder} was labeled with a different {', '.join(differs)} than {folders[0]}: "
                              "only shards of one labeling job (same judge YAML, template and constitution) merge")
+    return folders, manifests
+
+
+def merge_rows(folders: list[Path], out: Path, distinct_ids: bool = False) -> dict[str, Any]:
+    """The runs' dataset, preferences, unlabeled and invalid rows into `out` (deduplicated as the module says); their
+    counts. Independent of merge_judgments: the two may run at once, in two processes.
+
+    `distinct_ids`: the caller knows that no pair id is in two runs and that each run lists only its own invalid
+    rows (the chunks of one service batch, whose ids the batch's validation made unique), so the rows are joined
+    as they are: the Arrow files linked and the lines copied, nothing decoded."""
+    if distinct_ids:
+        return _join_rows(folders, RunFolder(out))
     run = RunFolder(out)
     seen_ids, seen_invalid = SeenSet(run.path, "merge-ids"), SeenSet(run.path, "merge-invalid")
     writer = DatasetWriter(run, "dataset", pairwise_features(), jsonl="preferences.jsonl")
@@ -110,16 +130,38 @@ def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:
                 row = json.loads(line)
                 if not seen_invalid.first_seen([(f"{row.get('file')}:{row.get('line')}", 0)]):
                     invalid.write([row])
-        judgments = _merge_judgments(folders, run)
     finally:
         seen_ids.close()
         seen_invalid.close()
-    labeled = writer.close()
-    summary = {
-        "runs": len(folders), "labeled": labeled, "unlabeled": unlabeled.close(), "unlabeled_reasons": dict(reasons),
-        "invalid_rows": invalid.close(), "duplicate_rows_dropped": counts["duplicate_rows_dropped"],
-        "judgments": judgments, **_shard_cover(manifests), "run_dir": str(run.path),
-    }
+    return {"runs": len(folders), "labeled": writer.close(), "unlabeled": unlabeled.close(),
+            "unlabeled_reasons": dict(reasons), "invalid_rows": invalid.close(),
+            "duplicate_rows_dropped": counts["duplicate_rows_dropped"]}
+
+
+def _join_rows(folders: list[Path], run: RunFolder) -> dict[str, Any]:
+    writer = DatasetWriter(run, "dataset", pairwise_features(), jsonl="preferences.jsonl")
+    unlabeled, invalid = run.open_jsonl("unlabeled.jsonl"), run.open_jsonl("invalid_rows.jsonl")
+    reasons: Counter = Counter()
+    for folder in folders:
+        try:
+            writer.add_files(saved_data_files(folder / "dataset"), folder / "preferences.jsonl")
+        except ValueError as exc:
+            raise InputError(f"{folder}: {exc}: the run folder was changed after labeling; label it again") from exc
+        for line in _lines(folder / "unlabeled.jsonl"):
+            row = json.loads(line)
+            unlabeled.write([row])
+            reasons[reason_kind(row.get("reason"))] += 1
+        for line in _lines(folder / "invalid_rows.jsonl"):
+            invalid.write([json.loads(line)])
+    return {"runs": len(folders), "labeled": writer.close(), "unlabeled": unlabeled.close(),
+            "unlabeled_reasons": dict(reasons), "invalid_rows": invalid.close(), "duplicate_rows_dropped": 0}
+
+
+def write_merged_manifest(folders: list[Path], manifests: list[dict[str, Any]], out: Path,
+                          merged: dict[str, Any]) -> dict[str, Any]:
+    """The merged folder's manifest, from merge_rows' counts and merge_judgments' count (`merged`); the summary."""
+    run, first = RunFolder(out), manifests[0]
+    summary = {**merged, **_shard_cover(manifests), "run_dir": str(run.path)}
     write_manifest(run, {k: first[k] for k in _MADE_BY if k in first},
                    {k: v for k, v in summary.items() if k != "run_dir"}, LABEL_FILES,
                    merged_from=[{"run_dir": str(f), "counts": m.get("counts", {}), "pairs_file": m.get("pairs_file")}
@@ -127,8 +169,10 @@ def merge_runs(folders: list[Path], out: Path) -> dict[str, Any]:
     return summary
 
 
-def _merge_judgments(folders: list[Path], run: RunFolder) -> int:
-    """judgments.jsonl of every shard into one, one line per key (a final judgment wins over an unlabeled one)."""
+def merge_judgments(folders: list[Path], out: Path) -> int:
+    """judgments.jsonl of every run into `out`'s, one line per key (a final judgment wins over an unlabeled one);
+    the count of keys."""
+    run = RunFolder(out)
     with JudgmentIndex(run.file(JUDGMENTS)) as index:
         for folder in folders:
             batch: list[tuple[str, bool, str]] = []
