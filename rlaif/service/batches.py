@@ -145,12 +145,12 @@ class BatchWork:
         processes when a second one is idle."""
         never = lambda: False  # noqa: E731  (the finalize step runs to its end)
         finished = finished_chunks(done) if pairwise else []
-        judged = self.offload.beside(_judgments, finished, folder, stop=never) if finished else None
-        completed, failed, rows = self.offload.call(_rows, done, finished, folder, stop=never)
-        if not finished:
+        folders, manifests = check_runs(finished, folder) if finished else ([], [])
+        judged = self.offload.beside(_judgments, folders, folder, stop=never) if folders else None
+        completed, failed, rows = self.offload.call(_rows, done, folders, folder, stop=never)
+        if not folders:
             return completed, failed, {}
-        judgments = judged.result() if judged is not None else self.offload.call(_judgments, finished, folder, stop=never)
-        folders, manifests = check_runs(finished, folder)
+        judgments = judged.result() if judged is not None else self.offload.call(_judgments, folders, folder, stop=never)
         return completed, failed, write_merged_manifest(folders, manifests, folder, {**rows, "judgments": judgments})
 
     def _final_status(self, batch: BatchJob, completed: int, failed: int) -> None:
@@ -178,11 +178,12 @@ def _replies(remote: Remote, chunk: Path, identity: JudgeIdentity, pairwise: boo
     return write_chunk_replies(chunk, identity, pairwise)
 
 
-def _rows(remote: Remote, done: list[Path], finished: list[Path], folder: Path) -> tuple[int, int, dict[str, Any]]:
+def _rows(remote: Remote, done: list[Path], folders: list[Path], folder: Path) -> tuple[int, int, dict[str, Any]]:
+    """The reply lines joined; the checked chunk run `folders` (none for pointwise) merged row by row."""
     completed, failed = join_parts(done, folder)
-    if not finished:
+    if not folders:
         return completed, failed, {}
-    rows = merge_rows(check_runs(finished, folder)[0], folder, distinct_ids=True)  # custom ids are unique in a batch
+    rows = merge_rows(folders, folder, distinct_ids=True)  # custom ids are unique in a batch
     write_parquet(folder)
     return completed, failed, rows
 
