@@ -8,9 +8,9 @@ worker runs its steps in a child process of its own (started once, on first use;
     worker (API, engines) <--pipe--> child: the step; its engine calls come back over the pipe as bulk work
 
 A child asks the worker for engine calls (a slice of requests for a judge's engine, answered from the engine's bulk
-queue, behind every synchronous request) and whether its task must stop, and tells it of a step's milestones
-(`tell`: a chunk cut, a Ray run ended) while the step goes on. Backends that need no
-engine here (a fleet's OpenAI-compatible servers, Ray) are opened in the child itself.
+queue, behind every synchronous request) and whether its task must stop, and tells it of a step's milestones while
+the step goes on (`tell`: the Ray executor's chunk has left the cluster). Backends that need no engine here (a
+fleet's OpenAI-compatible servers, Ray) are opened in the child itself.
 """
 
 from __future__ import annotations
