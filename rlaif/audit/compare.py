@@ -32,7 +32,7 @@ from rlaif.audit.resampling import Resamples
 from rlaif.errors import InputError
 from rlaif.records import content_key
 
-__all__ = ["ITEMS", "item_rows", "load_audit", "pair_rows", "compare_arrays", "mcnemar_exact", "paired_sample_size",
+__all__ = ["ITEMS", "item_rows", "load_audit", "pair_rows", "unpaired_counts", "compare_arrays", "mcnemar_exact", "paired_sample_size",
            "compare_audits", "baseline_check", "compare_markdown", "write_compare"]
 
 ITEMS = "items.jsonl"
@@ -74,6 +74,16 @@ def pair_rows(rows_a: list[dict], rows_b: list[dict]) -> list[tuple[dict, dict]]
     """Items judged in both audits (a label or a tie in each), matched by content hash, in A's order."""
     by_sha = {r["item_sha"]: r for r in rows_b if r.get("p_a") is not None}
     return [(r, by_sha[r["item_sha"]]) for r in rows_a if r.get("p_a") is not None and r["item_sha"] in by_sha]
+
+
+def unpaired_counts(rows_a: list[dict], rows_b: list[dict]) -> dict[str, int]:
+    """Distinct items (by content hash, each counted once) judged in one audit and not in the other, and those of
+    both audits that neither judged."""
+    judged_a, judged_b = ({r["item_sha"] for r in rows if r.get("p_a") is not None} for rows in (rows_a, rows_b))
+    shared = {r["item_sha"] for r in rows_a} & {r["item_sha"] for r in rows_b}
+    only_a, only_b = len(judged_a - judged_b), len(judged_b - judged_a)
+    return {"unpaired_items": only_a + only_b, "judged_by_a_only": only_a, "judged_by_b_only": only_b,
+            "judged_by_neither": len(shared - judged_a - judged_b)}
 
 
 # ---------------------------------------------------------------- statistics
@@ -212,7 +222,7 @@ def compare_audits(path_a: str | Path, path_b: str | Path) -> dict:
         "b": {"folder": str(folder_b), "judge": meta_b.get("judge"), "judge_fingerprint": fp(meta_b),
               "n_items": len(rows_b)},
         "changed": what_changed(meta_a, meta_b), "gold": meta_a.get("gold"), "tie_margin": tie_margin,
-        "unpaired_items": len(rows_a) + len(rows_b) - 2 * len(pairs),
+        **unpaired_counts(rows_a, rows_b),
     })
     return result
 
@@ -280,12 +290,20 @@ def _fmt(entry: dict, key: str = "difference") -> str:
     return f"{v:+.3f}" if lo is None else f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def _unpaired_text(result: dict) -> str:
+    """"2 items were judged by only one (A alone: 1, B alone: 1)." and the items neither judged, when there are any."""
+    n = result["unpaired_items"]
+    split = f" (A alone: {result['judged_by_a_only']}, B alone: {result['judged_by_b_only']})" if n else ""
+    neither = result.get("judged_by_neither") or 0
+    return f"{n} items were judged by only one{split}" + (f"; {neither} by neither." if neither else ".")
+
+
 def compare_markdown(result: dict, plots: list[str]) -> str:
     a, b = result["a"], result["b"]
     lines = [f"# Judge comparison: A = {a['judge']} vs B = {b['judge']}", "",
              f"A: {a['folder']}; B: {b['folder']}. Gold: {result.get('gold')}. "
              f"Paired on {result['n_paired']} items judged by both ({result['n_non_tie']} with a non-tie gold label); "
-             f"{result['unpaired_items']} items were judged by only one. What changed: "
+             f"{_unpaired_text(result)} What changed: "
              f"{', '.join(result['changed']) or 'neither the judge nor the gold set'}.", "",
              f"**Verdict.** {result['verdict']}", "",
              "Differences are B - A, with paired 95% intervals: the difference +- Student's t times its jackknife "
