@@ -143,15 +143,29 @@ def _calibration_tables(cal: dict) -> list[str]:
             star = lambda x: "*" if x.get("sparse") and x.get("count") else ""  # noqa: E731
             lines.append(f"| {b['lo']:.2f}-{b['hi']:.2f} | {b['count']}{star(b)} | {_fmt(b['mean_confidence'])} | {_fmt(b['accuracy'])} "
                          f"| {a.get('count', 0)}{star(a)} | {_fmt(a.get('accuracy'))} |")
+    return lines + [""] + _coverage_table(cal)
+
+
+def _coverage_table(cal: dict) -> list[str]:
+    """Coverage vs agreement, with the rule that chose the thresholds, the judge's ties counted apart and the interval."""
     quantile = cal.get("coverage_rule") == "quantile"
-    columns = ["threshold", *(["target share kept"] if quantile else []), "coverage", "n kept", "agreement [Wilson 95% CI]"]
-    lines += ["", "Coverage vs agreement (abstain below a confidence threshold); thresholds: "
-              f"{cal.get('coverage_rule_text', 'fixed')}.", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
-    for r in cal.get("coverage_curve", []):
+    columns = ["threshold", *(["target share kept (of decided items)"] if quantile else []), "coverage", "n kept",
+               "agreement [95% CI: Wilson, prompt clusters]"]
+    ties = (f" A judge tie is an abstention, never scored as A or B: judge ties (abstentions, never kept): "
+            f"{cal['coverage_judge_ties']} of {cal.get('n')} items." if "coverage_judge_ties" in cal else "")
+    lines = ["Coverage vs agreement (abstain below a confidence threshold); thresholds: "
+             f"{cal.get('coverage_rule_text', 'fixed')}.{ties}", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    rows = cal.get("coverage_curve", [])
+    for r in rows:
         share = f" {r['keep_share']:.0%} |" if quantile and r.get("keep_share") is not None else (" - |" if quantile else "")
         threshold = f"{r['threshold']:.4f}" if quantile else f"{r['threshold']:.2f}"
         agreement = _fmt({"value": r["accuracy"], "ci95": r.get("accuracy_ci95", [None, None])})
         lines.append(f"| {threshold} |{share} {_fmt(r['coverage'])} | {r['n']} | {agreement} |")
+    if cal.get("coverage_interval"):
+        lines += ["", f"Agreement intervals: {cal['coverage_interval']}."]
+    if any(r["accuracy"] is not None and (r.get("accuracy_ci95") or [None])[0] is None for r in rows):
+        lines += ["", f"No interval where the kept items share fewer than {MIN_UNITS} prompts: so few prompts cannot "
+                  "estimate the spread."]
     return lines + [""]
 
 
@@ -161,6 +175,17 @@ def _unit_text(unit: str) -> str:
         note = " clusters: gold items sharing a prompt are resampled together)"
         return "whole prompts" + unit[len("prompt"):].replace(" clusters)", note)
     return "items"
+
+
+def _flag_line(name: str, flag: dict, bias: dict, kind: str | None) -> str:
+    """One bias flag; position bias reads n/a where it was not measured (no single-order reading: a pointwise judge
+    scores each response alone, so no order is ever shown), never "not flagged"."""
+    if name == "position_bias" and bias.get("first_position_rate") is None:
+        why = ("pointwise: the judge scores each response alone and never sees the two in an order" if kind == "pointwise"
+               else "not measured: no single-order reading")
+        return f"- position bias: n/a ({why})"
+    return (f"- {name.replace('_', ' ')}: {'FLAGGED' if flag['flagged'] else 'not flagged'}; {flag['statistic']} "
+            f"{_fmt(flag)} ({flag['rule']})")
 
 
 def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) -> str:
@@ -209,9 +234,8 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
               "(0.5 = no position bias)",
               f"- Length: judge prefers the longer response {_fmt(bias.get('length', {}).get('judge_prefers_longer'))}, "
               f"humans {_fmt(bias.get('length', {}).get('human_prefers_longer'))} (n={bias.get('length', {}).get('n')})"]
-    for name, flag in (bias.get("flags") or {}).items():
-        lines.append(f"- {name.replace('_', ' ')}: {'FLAGGED' if flag['flagged'] else 'not flagged'}; {flag['statistic']} "
-                     f"{_fmt(flag)} ({flag['rule']})")
+    kind = ((metrics.get("fingerprint") or {}).get("judge") or {}).get("kind")
+    lines += [_flag_line(name, flag, bias, kind) for name, flag in (bias.get("flags") or {}).items()]
     lines.append("")
     for title, key in (("By category", "by_category"), ("By principle", "by_principle")):
         table = metrics.get(key) or {}
