@@ -3,7 +3,8 @@
 Tie policy (stated in every report): the judge says "tie" only when |p_a - 0.5| <= tie_margin (default
 0: it never ties). `accuracy_no_ties` is measured on items whose gold label is A or B; `accuracy_with_ties`
 counts all items, with half credit when exactly one side says tie. Kappa is Cohen's kappa over A/B/tie
-on all judged items. Calibration is measured on the non-tie items, against P(A better).
+on all judged items. Calibration is measured on the non-tie items, against P(A better); in its coverage table a
+judge tie is an abstention: never kept at any threshold, counted apart (`coverage_judge_ties`).
 
 Intervals: every bootstrap interval of one audit is read from the same resamples (`resampling.Resamples`): whole
 prompts when some prompt holds several gold items (the PandaLM test set: 999 items over 170 prompts), else items;
@@ -11,9 +12,8 @@ prompts when some prompt holds several gold items (the PandaLM test set: 999 ite
 and accelerated (metrics.percentile_interval), except ECE (the plug-in ECE is biased upwards: a lower and an upper
 bound that each hold whatever the truth, so the interval is conservative, resampling.ece_interval), log-loss
 (the jackknife-t interval of its log, taken back: the loss is right-skewed, Resamples.log_jackknife_t_ci) and the
-per-category / per-principle accuracies (Wilson on the effective sample size of the prompt clusters, with Student's
-t; none below 5 prompts). The Wilson intervals of the coverage-curve rows (agreement on the items kept above a
-confidence threshold) treat items as independent even when prompts repeat: read them as descriptive.
+per-category / per-principle accuracies and the coverage-table rows (agreement on the items kept above a confidence
+threshold): Wilson on the effective sample size of the prompt clusters, with Student's t; none below 5 prompts.
 `benchmarks/audit_selfcheck.py` measures how often each interval covers the truth on synthetic audits.
 
 Bias flags (`biases.flags`), each at the audit's own 95% level:
@@ -40,7 +40,8 @@ __all__ = ["compute_audit", "TIE_POLICY"]
 
 TIE_POLICY = ("judge says tie only when |P(A) - 0.5| <= tie_margin; accuracy_no_ties uses gold A/B items "
               "(a judge tie there is wrong); accuracy_with_ties uses all items with half credit when exactly "
-              "one side says tie; Cohen's kappa over A/B/tie on all judged items")
+              "one side says tie; Cohen's kappa over A/B/tie on all judged items; the coverage table counts a judge tie as an "
+              "abstention (never kept)")
 
 
 def _entry(value, interval) -> dict:
@@ -68,7 +69,10 @@ def _agreement(gold, pred, boot: R.Resamples) -> dict:
     }
 
 
-def _calibration(gold, p_a, boot: R.Resamples, seed: int) -> dict:
+def _calibration(gold, p_a, boot: R.Resamples, seed: int, pred=None) -> dict:
+    """Calibration of P(A) on the gold A/B items, and the coverage table of the judge's verdicts `pred` (default: read
+    from P(A) without a tie margin)."""
+    pred = M.verdicts_from_p(p_a) if pred is None else pred
     mask = gold != "tie"
     y, p = (gold[mask] == "A").astype(float), p_a[mask]
     if len(y) < 2:
@@ -96,18 +100,27 @@ def _calibration(gold, p_a, boot: R.Resamples, seed: int) -> dict:
             "before": {k: _num(v) for k, v in cv["before"].items()},
             "after_out_of_fold": {k: _num(v) for k, v in cv["after"].items()},
         },
-        **_coverage((p > 0.5) == (y == 1), np.maximum(p, 1 - p)),
+        **_coverage(pred[mask] == gold[mask], np.maximum(p, 1 - p), pred[mask] == "tie", sub.clusters),
     }
 
 
-def _coverage(correct, confidence) -> dict:
-    table = M.coverage_table(correct, confidence)
+def _coverage(correct, confidence, abstain, clusters) -> dict:
+    """The coverage table: a judge tie is an abstention (never kept, counted apart); each row's interval is the
+    Wilson interval on the effective sample size of the prompt clusters, as for the per-category accuracies."""
+    ones = np.ones(len(correct))
+    interval = lambda kept: R.clustered_wilson(correct[kept], ones[kept], None if clusters is None else clusters[kept])  # noqa: E731
+    table = M.coverage_table(correct, confidence, abstain, interval)
     rows = [{k: (v if k in ("n", "keep_share") else [_num(x) for x in v] if k == "accuracy_ci95" else _num(v)) for k, v in row.items()}
             for row in table["rows"]]
     rule = ("fixed thresholds 0.50, 0.55, ..., 0.95" if table["rule"] == "fixed" else
             "thresholds at the judge's own confidence quantiles keeping 100%, 90%, ..., 10% of the items (the fixed "
             "thresholds 0.50 ... 0.95 would leave more than half of the rows with under 10% of the items)")
-    return {"coverage_curve": rows, "coverage_rule": table["rule"], "coverage_rule_text": rule}
+    return {"coverage_curve": rows, "coverage_rule": table["rule"], "coverage_rule_text": rule,
+            "coverage_judge_ties": table["n_abstained"], "coverage_interval": COVERAGE_INTERVAL}
+
+
+COVERAGE_INTERVAL = ("Wilson on the effective sample size of the prompt clusters, with Student's t (none below "
+                     f"{R.MIN_UNITS} prompts), as the per-category accuracies; plain Wilson when no prompt repeats")
 
 
 BASELINES = {"always_longer": "always the longer", "always_shorter": "always the shorter",
@@ -257,7 +270,7 @@ def compute_audit(records: list[AuditRecord], tie_margin: float = 0.0, n_boot: i
     result["agreement"] = _agreement(gold, pred, boot)
     result["judge_verdicts"] = dict(Counter(pred.tolist()))
     result["gold_labels"] = dict(Counter(gold.tolist()))
-    result["calibration"] = _calibration(gold, p_a, boot, seed)
+    result["calibration"] = _calibration(gold, p_a, boot, seed, pred)
     result["biases"] = _biases(judged, gold, pred, boot)
     result["baselines"] = _baselines(judged, gold, pred, boot)
     result["by_category"] = _breakdown([r.item.category or "(none)" for r in judged], gold, pred, clusters)

@@ -434,14 +434,16 @@ def cross_validated_temperature(y, p, k: int = 5, seed: int = 0) -> dict:
     return {"temperatures": temps, "p_calibrated": out, "before": before, "after": _scores(y, out)}
 
 
-def coverage_curve(correct, confidence, thresholds=None) -> list[dict]:
-    """For each threshold t keep items with confidence >= t: threshold, coverage, accuracy (nan if none), n."""
+def coverage_curve(correct, confidence, thresholds=None, abstain=None) -> list[dict]:
+    """For each threshold t keep items with confidence >= t: threshold, coverage, accuracy (nan if none), n.
+    Items where `abstain` is True (the judge said tie) are never kept; coverage is the kept share of every item."""
     ok, conf = np.asarray(correct, dtype=bool), np.asarray(confidence, dtype=float)
+    decided = np.ones(len(conf), dtype=bool) if abstain is None else ~np.asarray(abstain, dtype=bool)
     if thresholds is None:
         thresholds = np.round(np.arange(0.5, 0.951, 0.05), 2)
     rows = []
     for t in thresholds:
-        m = conf >= t
+        m = (conf >= t) & decided
         rows.append({"threshold": float(t), "coverage": float(m.mean()) if len(conf) else NAN,
                      "accuracy": float(ok[m].mean()) if m.any() else NAN, "n": int(m.sum())})
     return rows
@@ -633,14 +635,22 @@ def coverage_thresholds(confidence) -> tuple[list[float], str, list[float | None
     return thresholds, "quantile", shares
 
 
-def coverage_table(correct, confidence) -> dict:
-    """The coverage-vs-agreement table: rule ("fixed" / "quantile", see coverage_thresholds) and rows with
-    threshold, keep_share (the quantile rule's target share, else None), coverage, n, accuracy (nan if no item
-    is kept) and accuracy_ci95 (Wilson)."""
+def coverage_table(correct, confidence, abstain=None,
+                   interval: Callable[[np.ndarray], tuple[float, float]] | None = None) -> dict:
+    """The coverage-vs-agreement table: rule ("fixed" / "quantile", see coverage_thresholds), n_abstained and rows
+    with threshold, keep_share (the quantile rule's target share of the decided items, else None), coverage (the
+    kept share of every item), n, accuracy (nan if no item is kept) and accuracy_ci95.
+
+    `abstain`: items the judge abstained on (a tie verdict): never kept, never scored, and left out of the choice of
+    thresholds. `interval(kept)`: the interval of the agreement on the items of the boolean mask `kept` (default:
+    Wilson, items independent)."""
     ok, conf = np.asarray(correct, dtype=bool), np.asarray(confidence, dtype=float)
-    thresholds, rule, shares = coverage_thresholds(conf)
-    rows = coverage_curve(ok, conf, thresholds=thresholds)
+    decided = np.ones(len(conf), dtype=bool) if abstain is None else ~np.asarray(abstain, dtype=bool)
+    if interval is None:
+        interval = lambda kept: wilson_interval(int(ok[kept].sum()), int(kept.sum()))  # noqa: E731
+    thresholds, rule, shares = coverage_thresholds(conf[decided])
+    rows = coverage_curve(ok, conf, thresholds=thresholds, abstain=~decided)
     for row, share in zip(rows, shares):
         row["keep_share"] = share
-        row["accuracy_ci95"] = list(wilson_interval(int(ok[conf >= row["threshold"]].sum()), row["n"]))
-    return {"rule": rule, "rows": rows}
+        row["accuracy_ci95"] = list(interval((conf >= row["threshold"]) & decided))
+    return {"rule": rule, "rows": rows, "n_abstained": int((~decided).sum())}

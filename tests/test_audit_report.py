@@ -1,0 +1,85 @@
+"""What the audit report says about calibration, coverage, per-group counts and length: the numbers in
+metrics.json and the words in report.md (rlaif.audit.compute / report), on synthetic judged gold items."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rlaif.audit import metrics as M
+from rlaif.audit import resampling as R
+from rlaif.audit.compute import compute_audit
+from rlaif.audit.gold import GoldItem
+from rlaif.audit.judging import AuditRecord
+from rlaif.audit.report import write_report
+from rlaif.records import TIE_PREFIX, Judgment
+
+
+def _records(p_a, gold, prompts=None, categories=None, la=None, lb=None) -> list[AuditRecord]:
+    """Gold items judged with P(A better) = p_a[i] (0.5: a judge tie); prompts, categories and response lengths optional."""
+    n = len(p_a)
+    prompts = prompts if prompts is not None else [f"q{i}" for i in range(n)]
+    la = la if la is not None else [10] * n
+    lb = lb if lb is not None else [12] * n
+    out = []
+    for i in range(n):
+        item = GoldItem(id=f"g{i}", prompt=str(prompts[i]), response_a="a" * int(la[i]), response_b="b" * int(lb[i]),
+                        label=str(gold[i]), category=None if categories is None else str(categories[i]))
+        tie = float(p_a[i]) == 0.5
+        judgment = Judgment.model_construct(key=f"k{i}", pair_id=f"g{i}", pair_key=f"pk{i}", per_principle=[], members=[],
+                                            p_first=None if tie else float(p_a[i]), reason=TIE_PREFIX + "equal" if tie else None,
+                                            principle_ids=["helpful"])
+        out.append(AuditRecord(item, judgment))
+    return out
+
+
+def _report(tmp_path, metrics) -> tuple[str, dict]:
+    write_report(tmp_path, metrics, {"judge": "synthetic", "gold": "synthetic"})
+    return (tmp_path / "report.md").read_text(), json.loads((tmp_path / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------- coverage table: judge ties, clustered intervals
+
+def test_coverage_table_counts_judge_ties_apart(tmp_path):
+    """A judge tie is an abstention: never kept, never scored as "B", counted on its own."""
+    rng = np.random.default_rng(0)
+    gold = np.array(["A"] * 20 + ["B"] * 30)
+    p_a = np.where(gold == "A", rng.uniform(0.6, 0.9, 50), rng.uniform(0.1, 0.4, 50))
+    p_a[:8] = 1 - p_a[:8]  # 8 confident mistakes on gold A
+    p_a[30:40] = 0.5  # the judge ties on 10 gold-B items: read as "B" they would all count as right
+    metrics = compute_audit(_records(p_a, gold), n_boot=100)
+    cal = metrics["calibration"]
+    assert cal["coverage_judge_ties"] == 10
+    first = cal["coverage_curve"][0]
+    assert first["threshold"] == 0.5 and first["n"] == 40 and first["coverage"] == pytest.approx(0.8)
+    assert first["accuracy"] == pytest.approx(32 / 40)  # 12 right of gold A + 20 right of gold B; ties left out
+    assert all(r["n"] <= 40 for r in cal["coverage_curve"])
+
+    report, saved = _report(tmp_path, metrics)
+    assert saved["calibration"]["coverage_judge_ties"] == 10
+    assert "judge ties (abstentions, never kept): 10 of 50 items" in report
+
+    # the table itself: abstaining items are never kept, coverage is over every item
+    table = M.coverage_table([True, False, True, True], [0.9, 0.7, 0.5, 0.5], abstain=[False, False, True, True])
+    assert [r["n"] for r in table["rows"][:5]] == [2, 2, 2, 2, 2] and table["rows"][0]["coverage"] == 0.5
+    assert table["rows"][0]["accuracy"] == 0.5 and table["n_abstained"] == 2
+
+
+def test_coverage_intervals_use_prompt_clusters(tmp_path):
+    """Items sharing a prompt: the coverage rows get the clustered Wilson interval of the per-category accuracies."""
+    prompts = np.repeat([f"p{k}" for k in range(10)], 6)
+    right = np.repeat([True] * 7 + [False] * 3, 6)  # whole prompts right or wrong: a large design effect
+    gold = np.array(["A", "B"] * 30)
+    conf = np.tile([0.6, 0.7, 0.8, 0.9, 0.95, 0.99], 10)
+    p_a = np.where((gold == "A") == right, conf, 1 - conf)
+    metrics = compute_audit(_records(p_a, gold, prompts=prompts), n_boot=100)
+    row = metrics["calibration"]["coverage_curve"][0]
+    assert row["n"] == 60 and row["accuracy"] == pytest.approx(0.7)
+    clustered = R.clustered_wilson(right, np.ones(60), prompts)
+    plain = M.wilson_interval(42, 60)
+    assert row["accuracy_ci95"] == pytest.approx(list(clustered), abs=1e-4)
+    assert clustered[1] - clustered[0] > 1.5 * (plain[1] - plain[0])
+    report, _ = _report(tmp_path, metrics)
+    assert "agreement [95% CI: Wilson, prompt clusters]" in report
