@@ -4,11 +4,17 @@ links. Synthetic records, no model."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from pathlib import Path
 
+from rlaif import cli
 from rlaif.audit.folder import audit_metrics, save_audit
 from rlaif.audit.gold import GoldItem
 from rlaif.audit.judging import AuditRecord
+from rlaif.backends import Choice, Completion, FakeBackend
+from rlaif.backends.pool import BackendPool
 from rlaif.records import Judgment, OrderVerdict, PrincipleVerdict
 
 N = 40
@@ -61,3 +67,50 @@ def test_position_bias_of_a_pointwise_judge_reads_not_measured(tmp_path):
     assert _bias_line(report, "length bias").startswith("- length bias: ")  # the length flag is measured as before
     pairwise = _bias_line(_write(tmp_path / "pair", "pairwise"), "position bias")
     assert pairwise.startswith("- position bias: not flagged; first_position_rate 0.500"), pairwise
+
+
+def test_html_report_renders_the_markdown_and_escapes_gold_text(tmp_path):
+    hostile = "<script>alert(1)</script>"
+    save_audit(tmp_path, *audit_metrics([AuditRecord(_item(i, hostile), _pairwise(i)) for i in range(N)],
+                                        {"judge": {"kind": "pairwise"}}, n_boot=50),
+               {"judge": "j", "gold": "gold.jsonl"}, ["## Against the baseline", "", "**pass**: within the noise.", ""])
+    page = (tmp_path / "report.html").read_text()
+    assert "<strong>pass</strong>: within the noise." in page and "**" not in page
+    assert "<li>Position consistency" in page and "<ul>" in page  # the bias bullets are a list
+    assert "<th>metric</th>" in page and "<td>accuracy_no_ties</td>" in page  # tables, with their header row
+    assert "<h2>Biases</h2>" in page and '<img src="reliability.png"' in page
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # raw HTML from a gold file is text
+
+
+def _gold_file(path: Path) -> Path:
+    rows = [{"id": f"g{i}", "prompt": f"question {i}", "response_a": f"good answer {i}" if i % 2 else f"bad answer {i}",
+             "response_b": f"bad answer {i}" if i % 2 else f"good answer {i}", "label": "A" if i % 2 else "B"}
+            for i in range(N)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _fake_judge(monkeypatch) -> None:
+    """P(first shown better) 0.9 on the good answer, except every fifth question."""
+    def handler(request):
+        user = request.messages[-1].content
+        i = int(re.search(r"question (\d+)", user).group(1))
+        good_first = user.index(f"good answer {i}") < user.index(f"bad answer {i}")
+        p = 0.9 if good_first != (i % 5 == 0) else 0.1
+        return Completion(choices=[Choice(text="A", logprobs=[{"A": math.log(p), "B": math.log(1 - p)}], tokens=1)])
+
+    backend = FakeBackend(handler)
+    monkeypatch.setattr(BackendPool, "get", lambda self, cfg: backend)
+
+
+def test_terminal_shows_no_image_links(tmp_path, monkeypatch, capsys):
+    gold = _gold_file(tmp_path / "gold.jsonl")
+    _fake_judge(monkeypatch)
+    run = ["audit", "--quiet", "--bootstrap", "50", "--gold", str(gold)]
+    assert cli.main([*run, "--out", str(tmp_path / "v1")]) == 0
+    assert cli.main([*run, "--out", str(tmp_path / "v2"), "--baseline", str(tmp_path / "v1")]) == 0
+    assert cli.main(["audit", "compare", str(tmp_path / "v1"), str(tmp_path / "v2"), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "## Against the baseline" in out and "Judge comparison" in out
+    assert not [line for line in out.splitlines() if "![" in line], out
+    assert "![reliability.png](reliability.png)" in (tmp_path / "v2" / "report.md").read_text()  # the file keeps them

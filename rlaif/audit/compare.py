@@ -28,6 +28,7 @@ from rlaif.audit import metrics as M
 from rlaif.audit import resampling as R
 from rlaif.audit.fingerprint import what_changed
 from rlaif.audit.judging import AuditRecord
+from rlaif.audit.report import markdown_html, plot_section
 from rlaif.audit.resampling import Resamples
 from rlaif.errors import InputError
 from rlaif.records import content_key
@@ -327,7 +328,7 @@ def compare_markdown(result: dict, plots: list[str]) -> str:
         lines += [f"| {k} | {v['n']} | {v['units']} | {_fmt(v)} |" for k, v in result["by_category"].items()]
         lines += ["", f"No interval where a category has fewer than {MIN_UNITS} prompts (or items when no prompt repeats): so "
                   "few cannot estimate the spread.", ""]
-    lines += [f"![{p}]({p})" for p in plots]
+    lines += plot_section(plots)
     return "\n".join(lines) + "\n"
 
 
@@ -370,8 +371,6 @@ def _category_plot(result: dict, out: Path) -> list[str]:
 
 
 def write_compare(out: Path, result: dict) -> dict[str, Path]:
-    from rlaif.audit.report import markdown_html
-
     out.mkdir(parents=True, exist_ok=True)
     plots = _category_plot(result, out)
     (out / "compare.json").write_text(json.dumps({**result, "plots": plots}, indent=2) + "\n")

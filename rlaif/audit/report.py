@@ -6,9 +6,11 @@ import html
 import json
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+
 from rlaif.audit.resampling import MIN_UNITS
 
-__all__ = ["write_report", "gate", "markdown_html"]
+__all__ = ["write_report", "gate", "markdown_html", "plot_section"]
 
 
 def _fmt(entry) -> str:
@@ -31,7 +33,7 @@ def _plots(metrics: dict, out: Path) -> list[str]:
         _reliability_plot(plt, cal, out / "reliability.png")
         made.append("reliability.png")
     if cal.get("coverage_curve"):
-        _coverage_plot(plt, cal, out / "coverage.png")
+        _coverage_plot(plt, cal, out / "coverage.png", (metrics.get("baselines") or {}).get("rules") or {})
         made.append("coverage.png")
     return made
 
@@ -76,16 +78,24 @@ def _reliability_plot(plt, cal: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _coverage_plot(plt, cal: dict, path: Path) -> None:
-    """Agreement on the items kept at each threshold, with Wilson intervals; the title says how thresholds were chosen."""
+def _coverage_plot(plt, cal: dict, path: Path, rules: dict | None = None) -> None:
+    """Agreement on the items kept at each threshold, with Wilson intervals, beside chance and the trivial baselines'
+    agreement on all the gold A/B items (`rules`: metrics["baselines"]["rules"]); the title says how thresholds were
+    chosen."""
     rows = [r for r in cal["coverage_curve"] if r["accuracy"] is not None]
     quantile = cal.get("coverage_rule") == "quantile"
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     x, y = [r["coverage"] for r in rows], [r["accuracy"] for r in rows]
     lo = [r["accuracy"] - r["accuracy_ci95"][0] if r.get("accuracy_ci95") and r["accuracy_ci95"][0] is not None else 0 for r in rows]
     hi = [r["accuracy_ci95"][1] - r["accuracy"] if r.get("accuracy_ci95") and r["accuracy_ci95"][1] is not None else 0 for r in rows]
-    ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, lw=1.2, label="agreement on kept items (Wilson 95%)")
+    ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, lw=1.2, label="agreement on kept items (95% CI: Wilson, prompt clusters)")
     ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance (0.5)")
+    styles = {"always_longer": ("C2", "--"), "always_shorter": ("C3", "-."), "always_first_shown": ("C4", (0, (1, 2)))}
+    for key, (color, style) in styles.items():
+        baseline = (rules or {}).get(key) or {}
+        value = baseline.get("accuracy_no_ties", {}).get("value")
+        if value is not None:
+            ax.axhline(value, color=color, ls=style, lw=1, label=f"{baseline['label']}: {value:.3f} (all gold A/B items)")
     last, side = None, 1
     for r in rows:  # threshold labels: skip a point crowding the last labeled one (the table lists all), alternate sides
         if last is not None and abs(r["coverage"] - last) < 0.05:
@@ -97,7 +107,7 @@ def _coverage_plot(plt, cal: dict, path: Path) -> None:
     ax.set(xlabel="coverage (share of items the judge keeps)", ylabel="agreement on kept items", xlim=(0, 1.08), ylim=(0, 1.02),
            title=f"Abstaining below a confidence threshold\n{rule}")
     ax.title.set_fontsize(10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=6.5, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -239,8 +249,10 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
     lines.append("")
     for title, key in (("By category", "by_category"), ("By principle", "by_principle")):
         table = metrics.get(key) or {}
-        lines += [f"## {title}", "", "| group | n | accuracy_no_ties [Wilson 95% CI] | cohen_kappa |", "|---|---|---|---|"]
-        lines += [f"| {g} | {row['n']} | {_fmt({'value': row['accuracy_no_ties'], 'ci95': row['accuracy_no_ties_ci95']})} | "
+        lines += [f"## {title}", "", "| group | items (gold ties included) | gold A/B items (accuracy over these) "
+                  "| accuracy_no_ties [Wilson 95% CI] | cohen_kappa (all items) |", "|---|---|---|---|---|"]
+        lines += [f"| {g} | {row['n']} | {row.get('n_non_tie', '-')} | "
+                  f"{_fmt({'value': row['accuracy_no_ties'], 'ci95': row['accuracy_no_ties_ci95']})} | "
                   f"{_fmt(row['cohen_kappa'])} |" for g, row in table.items()]
         if any(row["accuracy_no_ties"] is not None and row["accuracy_no_ties_ci95"][0] is None for row in table.values()):
             lines += ["", f"No interval where a group's items share fewer than {MIN_UNITS} prompts: so few prompts cannot "
@@ -249,40 +261,26 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
     if meta.get("gate"):
         lines += ["## Gate", "", f"{meta['gate']['verdict']}: {meta['gate']['detail']}", ""]
     lines += sections
-    lines += [f"![{p}]({p})" for p in plots]
+    lines += plot_section(plots)
     return "\n".join(lines) + "\n"
 
 
+def plot_section(plots: list[str]) -> list[str]:
+    """The plots, last and under their own heading: a reader of the markdown's sections (the terminal) stops before
+    them, the HTML page shows them."""
+    return ["## Plots", "", *(line for p in plots for line in (f"![{p}]({p})", ""))] if plots else []
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+"""CommonMark with tables; raw HTML is off, so text from a gold file (a category, a prompt) is escaped, never markup."""
+
+
 def markdown_html(markdown: str, title: str) -> str:
-    """A self-contained page: tables and images rendered from the markdown lines."""
-    body, in_table = [], False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= {"-"}:
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("!["):
-            src = line[line.index("(") + 1 : -1]
-            body.append(f'<img src="{html.escape(src)}" alt="{html.escape(src)}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
+    """A self-contained page: the markdown rendered (headings, emphasis, lists, tables, images)."""
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-             "td{border:1px solid #ccc;padding:.2em .6em}")
+             "td,th{border:1px solid #ccc;padding:.2em .6em}th{background:#f4f4f4}img{max-width:100%}")
     head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
-    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
+    return f"<!doctype html><html><head>{head}</head><body>{_MARKDOWN.render(markdown)}</body></html>\n"
 
 
 def gate(metrics: dict, min_kappa: float | None, min_accuracy: float | None) -> dict | None:
