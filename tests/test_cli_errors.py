@@ -143,3 +143,93 @@ def test_train_dpo_takes_a_run_folder_and_its_preferences_file(tmp_path, capsys)
         out = tmp_path / f"dpo-{dataset.name}"
         assert main(["train", "dpo", "--dataset", str(dataset), "--config", str(cfg), "--out", str(out)]) == 0
         assert json.loads((out / "metrics.json").read_text())["n_kept"] == 4
+
+
+# Every option that names a file or folder to read, with the other required options filled in. BAD is replaced
+# by a path that does not exist, then by a folder (or, for options that read a folder, by a plain file).
+_PATH_OPTIONS = {
+    "label --pairs": ["label", "--pairs", "BAD"],
+    "label --judge": ["label", "--pairs", "PAIRS", "--judge", "BAD"],
+    "score --samples": ["score", "--samples", "BAD"],
+    "score --judge": ["score", "--samples", "SAMPLES", "--judge", "BAD"],
+    "rank --candidates": ["rank", "--candidates", "BAD"],
+    "rank --judge": ["rank", "--candidates", "CANDIDATES", "--judge", "BAD"],
+    "revise --samples": ["revise", "--samples", "BAD"],
+    "revise --config": ["revise", "--config", "BAD"],
+    "generate --config": ["generate", "--config", "BAD"],
+    "run --config": ["run", "--config", "BAD"],
+    "loop --config": ["loop", "--config", "BAD"],
+    "merge RUN": ["merge", "BAD", "BAD"],
+    "audit --gold": ["audit", "--gold", "BAD"],
+    "audit --mapping": ["audit", "--gold", "PAIRS", "--mapping", "BAD"],
+    "audit --judge": ["audit", "--gold", "GOLD", "--judge", "BAD"],
+    "audit --labels": ["audit", "--gold", "GOLD", "--labels", "BAD"],
+    "audit --baseline": ["audit", "--gold", "GOLD", "--labels", "LABELS", "--baseline", "BAD"],
+    "audit compare": ["audit", "compare", "BAD", "BAD"],
+    "humans sample --run": ["humans", "sample", "--run", "BAD"],
+    "humans import --annotations": ["humans", "import", "--annotations", "BAD"],
+    "humans import --out": ["humans", "import", "--annotations", "GOLD", "--out", "BAD"],
+    "hygiene --judge": ["hygiene", "--judge", "BAD"],
+    "hygiene --set": ["hygiene", "--set", "BAD"],
+    "hygiene --injections": ["hygiene", "--injections", "BAD"],
+    "train rm --dataset": ["train", "rm", "--dataset", "BAD"],
+    "train rm --config": ["train", "rm", "--dataset", "PREFS", "--config", "BAD"],
+    "train dpo --config": ["train", "dpo", "--dataset", "PREFS", "--config", "BAD"],
+    "train ppo --reward-model": ["train", "ppo", "--reward-model", "BAD"],
+    "train ppo --prompts": ["train", "ppo", "--reward-model", "LABELS", "--prompts", "BAD"],
+    "train grpo --judge": ["train", "grpo", "--judge", "BAD"],
+    "serve --keys-file": ["serve", "--keys-file", "BAD"],
+    "serve --judge": ["serve", "--judge", "BAD"],
+    "validate": ["validate", "BAD"],
+}
+_WRITES = {"humans import --out"}  # only a folder is wrong there
+_READS_A_FOLDER = {"merge RUN", "audit --labels", "humans sample --run", "train ppo --reward-model"}
+
+
+@pytest.fixture
+def no_engines(monkeypatch):
+    """Nothing may start: a path mistake must be caught before any engine, trainer or server."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("started work before the path was checked")
+    monkeypatch.setattr("rlaif.backends.pool.open_backend", refuse)
+    monkeypatch.setattr("uvicorn.run", refuse)
+
+
+@pytest.mark.parametrize("kind", ["missing", "wrong-kind"])
+@pytest.mark.parametrize("option", sorted(_PATH_OPTIONS))
+def test_every_path_option_fails_in_one_line(tmp_path, capsys, no_engines, option, kind):
+    pairs = _pairs_file(tmp_path / "pairs.jsonl", 3)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"id": f"s{i}", "prompt": "Q?", "response": "A."}) + "\n" for i in range(3)))
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text(json.dumps({"prompt_id": "q", "prompt": "Q?", "responses": ["a", "b", "c"]}) + "\n")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": f"g{i}", "prompt": "Q?", "response_a": "a", "response_b": "b",
+                                        "label": "A"}) + "\n" for i in range(3)))
+    labels = tmp_path / "label-run"
+    labels.mkdir()
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": "Q?", "chosen": "a", "rejected": "b"}) + "\n")
+    if kind == "missing" and option in _WRITES:
+        return
+    if kind == "missing":
+        bad = tmp_path / "NOT_THERE.jsonl"
+    elif option in _READS_A_FOLDER:
+        bad = tmp_path / "A_FILE.txt"
+        bad.write_text("not a folder\n")
+    else:
+        bad = tmp_path / "A_FOLDER"
+        bad.mkdir()
+    fills = {"BAD": bad, "PAIRS": pairs, "SAMPLES": samples, "CANDIDATES": candidates, "GOLD": gold, "LABELS": labels,
+             "PREFS": prefs}
+    argv = [str(fills.get(a, a)) for a in _PATH_OPTIONS[option]]
+    if argv[0] not in ("validate", "serve", "humans"):
+        argv += ["--out", str(tmp_path / "out")]
+    try:
+        code = main([*argv, "--quiet"])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, (option, kind, err[-5:])
+    assert err and err[-1].startswith("rlaif") and bad.name in err[-1], (option, kind, err[-5:])
+    assert not any("Traceback" in line for line in err), (option, kind, err[-5:])

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlaif.cli.common import fraction, out_folder, positive_int
+from rlaif.cli.common import existing_file, existing_folder, existing_path, fraction, out_file, out_folder, positive_int
 from rlaif.errors import InputError
 
 __all__ = ["add_parsers"]
@@ -40,6 +40,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise InputError(f"--retest K needs K >= 2 (the judge judges every item K times), got {args.retest}")
     if args.labels and (args.retest or args.templates):
         raise InputError("--retest and --templates judge the gold items again with --judge; they cannot be used with --labels")
+    if args.baseline:
+        from rlaif.audit.compare import load_audit
+
+        load_audit(args.baseline)  # a baseline without metrics.json is named before any judging
     out = args.out or Path("runs/audit")
     metrics, failed = _audit(args, args.judge, out, variations=True)
     print((out / "report.md").read_text().split("## Biases")[0])
@@ -268,15 +272,17 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p.add_argument("--gold", help="gold file: canonical JSONL, PandaLM or LLMBar JSON, or any file with --mapping")
     p.add_argument("--format", default="auto", choices=["auto", "canonical", "pandalm", "llmbar", "mapped"],
                    help="gold format (default: detect)")
-    p.add_argument("--mapping", help="YAML column mapping for other gold formats (fields of rlaif.audit.gold.GoldMapping)")
+    p.add_argument("--mapping", type=existing_file,
+                   help="YAML column mapping for other gold formats (fields of rlaif.audit.gold.GoldMapping)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--judge", default="smollm2-pairwise",
                         help="judge to run on the gold pairs: pairwise, ensemble, self-consistency or pointwise (default: %(default)s)")
-    source.add_argument("--labels", help="a `rlaif label` run folder whose judgments to audit instead of judging again")
+    source.add_argument("--labels", type=existing_folder,
+                        help="a `rlaif label` run folder whose judgments to audit instead of judging again")
     p.add_argument("--out", type=out_folder, default=None,
                    help="report folder; rerunning resumes the judging (default: runs/audit; compare: runs/audit-compare)")
     p.add_argument("--limit", type=positive_int, help="audit only the first N gold items")
-    p.add_argument("--baseline", metavar="OLD/metrics.json",
+    p.add_argument("--baseline", type=existing_path, metavar="OLD/metrics.json",
                    help="an earlier audit (folder or metrics.json): report the change against it, paired on the items both "
                         "judged, naming whether the judge or the gold set changed; exit 1 when agreement dropped by more "
                         "than the noise allows")
@@ -303,13 +309,14 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                     "and principle, or least confident first) into a blind JSONL/CSV file; import: turn the filled-in "
                     "file into a canonical gold set; size: how many human labels bound the agreement interval.")
     p.add_argument("action", choices=["sample", "import", "size"])
-    p.add_argument("--run", help="sample: the run folder with preferences.jsonl")
+    p.add_argument("--run", type=existing_folder, help="sample: the run folder with preferences.jsonl")
     p.add_argument("--n", type=positive_int, default=100, help="sample: how many items (default: %(default)s)")
     p.add_argument("--strategy", default="stratified", choices=["uniform", "stratified", "least-confident"],
                    help="sample: (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="annotate.jsonl", help="sample: annotation file (.jsonl or .csv); import: gold JSONL to write")
-    p.add_argument("--annotations", help="import: the filled-in annotation file")
+    p.add_argument("--out", type=out_file, default="annotate.jsonl",
+                   help="sample: annotation file (.jsonl or .csv); import: gold JSONL to write")
+    p.add_argument("--annotations", type=existing_file, help="import: the filled-in annotation file")
     p.add_argument("--width", type=fraction, default=0.1, help="size: total width of the interval, in (0, 1] (default: %(default)s)")
     p.add_argument("--p", type=fraction, default=0.5, help="size: expected agreement rate (0.5 is the worst case)")
     p.add_argument("--confidence", type=fraction, default=0.95, help="size: confidence level (default: %(default)s)")

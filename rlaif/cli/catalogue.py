@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlaif.cli.common import existing_file
+
 __all__ = ["add_parsers"]
 
 
@@ -53,5 +55,5 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p = sub.add_parser("validate", parents=[shared], help="check judge, run and prompt configs without running a model",
                        description="Validate every YAML under judges/ and configs/ (or the given files): schema, "
                                    "referenced templates, constitutions and prompt sets.")
-    p.add_argument("paths", nargs="*", help="files to check (default: the whole catalogue)")
+    p.add_argument("paths", nargs="*", type=existing_file, help="files to check (default: the whole catalogue)")
     p.set_defaults(func=cmd_validate)

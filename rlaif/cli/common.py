@@ -16,7 +16,8 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import BaseModel
 
 __all__ = [
-    "Parser", "common_options", "out_folder", "positive_int", "positive_float", "fraction", "share", "read_input",
+    "Parser", "common_options", "out_folder", "out_file", "existing_file", "existing_folder", "existing_path",
+    "positive_int", "positive_float", "fraction", "share", "read_input",
     "stream_input",
     "print_summary",
 ]
@@ -45,6 +46,37 @@ def out_folder(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; give a folder (it is created if missing)")
+    return path
+
+
+def out_file(text: str) -> str:
+    """An output file: an existing folder there is refused. (Kept a string: a Path `--out` is a run folder.)"""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name to write")
+    return text
+
+
+def existing_path(text: str) -> Path:
+    """A file or folder to read: it must exist (checked before any work starts)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return path
+
+
+def existing_file(text: str) -> Path:
+    """A file to read: a missing path or a folder is refused before any work starts."""
+    path = existing_path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    return path
+
+
+def existing_folder(text: str) -> Path:
+    """A folder to read (a run folder, a model folder): a missing path or a plain file is refused."""
+    path = existing_path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
     return path
 
 

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from rlaif.cli.common import out_folder, read_input
+from rlaif.cli.common import existing_folder, out_folder, read_input
 from rlaif.errors import InputError, RlaifError
 
 __all__ = ["add_parsers", "remote_reward"]
@@ -67,17 +67,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stage == "rm":
         from rlaif.train.reward import train_reward_model
 
-        metrics = train_reward_model(_dataset(args), _stage_config(C.RewardConfig, args.config), args.out)
+        config = _stage_config(C.RewardConfig, args.config)  # a wrong --config is named before the dataset loads
+        metrics = train_reward_model(_dataset(args), config, args.out)
     elif args.stage == "dpo":
         from rlaif.train.dpo import train_dpo
 
-        metrics = train_dpo(_dataset(args), _stage_config(C.DPOStageConfig, args.config), args.out)
+        config = _stage_config(C.DPOStageConfig, args.config)
+        metrics = train_dpo(_dataset(args), config, args.out)
     elif args.stage == "ppo":
         from rlaif.train.ppo import train_ppo
 
         cfg = _stage_config(C.PPOStageConfig, args.config)
         if args.reward_model:
-            cfg = cfg.model_copy(update={"reward_model": args.reward_model})
+            cfg = cfg.model_copy(update={"reward_model": str(args.reward_model)})
         metrics = train_ppo(_prompts(args.prompts), cfg, args.out)
     else:
         from rlaif.train.judge_reward import train_grpo
@@ -130,7 +132,7 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="rm/dpo: a preference dataset: runs/X/dataset (rlaif label, run, score, rank), "
                                      "runs/X/preferences (rlaif revise), the run folder itself, or its preferences.jsonl")
     p.add_argument("--prompts", default="sets/instructions-v1.jsonl", help="ppo/grpo: JSONL prompt set (default: %(default)s)")
-    p.add_argument("--reward-model", help="ppo: reward model folder (rlaif train rm's OUT/model)")
+    p.add_argument("--reward-model", type=existing_folder, help="ppo: reward model folder (rlaif train rm's OUT/model)")
     p.add_argument("--judge", help=f"grpo: judge used as the reward (default: {DEFAULT_GRPO_JUDGE}; with --remote-judge, "
                                     "a pairwise judge of that service, by default its first)")
     p.add_argument("--reference", default="I don't know.", help="grpo: reference response the judge compares against")
