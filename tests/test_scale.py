@@ -80,11 +80,33 @@ def test_shards_labeled_apart_and_merged_equal_the_whole_run(tmp_path):
     assert manifest["counts"]["shards"] == "3 of 3" and manifest["counts"]["shards_missing"] == []
     assert manifest["counts"]["invalid_rows"] == 1 and manifest["counts"]["judgments"] == 300
     assert len((tmp_path / "merged" / "judgments.jsonl").read_text().splitlines()) == 300
-    # merging the same shard twice keeps one row per id; a missing shard is named
-    assert main(["merge", str(tmp_path / "shard0"), str(tmp_path / "shard0"), str(tmp_path / "shard2"), "--out",
+    assert manifest["counts"]["rows_by_run"] == {str(tmp_path / f"shard{i}"): shards[i]["counts"]["pairs"] for i in range(3)}
+
+
+def test_merge_refuses_a_run_named_twice_and_says_what_each_run_gave(tmp_path, capsys):
+    """`merge A A` is refused in one line; a copy of a run is merged with its rows dropped as duplicates, and
+    the summary and manifest say how many rows each input gave (the copy: none, with a warning)."""
+    import shutil
+
+    from rlaif.cli.main import main
+
+    (tmp_path / "judge.yaml").write_text(JUDGE)
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(pairs, 60)
+    shards = [_label(tmp_path, pairs, f"shard{i}", "--shard", f"{i}/3") for i in range(3)]
+    capsys.readouterr()
+    shard0 = str(tmp_path / "shard0")
+    assert main(["merge", shard0, str(tmp_path / "shard2"), shard0 + "/", "--out", str(tmp_path / "twice")]) == 2
+    assert "is given twice" in capsys.readouterr().err and not (tmp_path / "twice" / "manifest.json").exists()
+    shutil.copytree(tmp_path / "shard0", tmp_path / "copy0")
+    assert main(["merge", shard0, str(tmp_path / "copy0"), str(tmp_path / "shard2"), "--out",
                  str(tmp_path / "partial"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "copy0 added no rows" in err and f"{shard0} ({shards[0]['counts']['pairs']})" in out
     partial = json.loads((tmp_path / "partial" / "manifest.json").read_text())["counts"]
-    assert partial["shards_missing"] == [1] and partial["duplicate_rows_dropped"] == shards[0]["counts"]["labeled"]
+    assert partial["shards_missing"] == [1] and partial["duplicate_rows_dropped"] == shards[0]["counts"]["pairs"]
+    assert partial["rows_by_run"] == {shard0: shards[0]["counts"]["pairs"], str(tmp_path / "copy0"): 0,
+                                      str(tmp_path / "shard2"): shards[2]["counts"]["pairs"]}
 
 
 def test_merge_refuses_runs_of_different_judges(tmp_path):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
-from rlaif.cli.common import out_folder, print_summary
+from rlaif.cli.common import existing_folder, out_folder, print_summary
 
 __all__ = ["add_parsers"]
 
@@ -16,6 +16,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     summary = merge_runs(args.runs, args.out)
     print_summary(summary, "merge", ("dataset", "preferences.jsonl", "unlabeled.jsonl", "invalid_rows.jsonl",
                                      "judgments.jsonl", "manifest.json"))
+    for run, rows in summary["rows_by_run"].items():
+        if not rows:
+            print(f"rlaif merge: warning: {run} added no rows: every pair id in it was already in an earlier run "
+                  "(a copy of a run, or the same shard twice?)", file=sys.stderr)
     return 0
 
 
@@ -26,6 +30,6 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                                    "datasets.load_from_disk), preferences/unlabeled/invalid rows and judgments, "
                                    "deduplicated by pair id and judgment key, and one manifest listing the shards "
                                    "and any that are missing. Runs labeled by different judges are refused.")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="label run folders to merge")
+    p.add_argument("runs", nargs="+", type=existing_folder, metavar="RUN", help="label run folders to merge")
     p.add_argument("--out", type=out_folder, required=True, help="the merged run folder (a new folder)")
     p.set_defaults(func=cmd_merge)

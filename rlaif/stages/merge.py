@@ -82,6 +82,13 @@ def check_runs(folders: list[Path], out: Path) -> tuple[list[Path], list[dict[st
     folders = [Path(f) for f in folders]
     if Path(out).resolve() in {f.resolve() for f in folders}:
         raise InputError(f"--out {out} is one of the folders being merged: write the merge to a new folder")
+    first_named: dict[Path, Path] = {}
+    for folder in folders:
+        earlier = first_named.setdefault(folder.resolve(), folder)
+        if earlier is not folder:
+            also = f" (also as {earlier})" if str(earlier) != str(folder) else ""
+            raise InputError(f"{folder} is given twice{also}: name each run folder once; its rows would only be "
+                             "dropped as duplicates")
     manifests = [_manifest(f) for f in folders]
     first = manifests[0]
     for folder, manifest in zip(folders[1:], manifests[1:]):
@@ -107,6 +114,7 @@ def merge_rows(folders: list[Path], out: Path, distinct_ids: bool = False) -> di
     unlabeled, invalid = run.open_jsonl("unlabeled.jsonl"), run.open_jsonl("invalid_rows.jsonl")
     counts: Counter = Counter()
     reasons: Counter = Counter()
+    given: Counter = Counter()  # rows each run added to the merge (a duplicate adds none)
     try:
         for folder in folders:  # labeled rows first, so a labeled id wins over an unlabeled one anywhere
             for table, lines in _dataset_parts(folder):
@@ -116,6 +124,7 @@ def merge_rows(folders: list[Path], out: Path, distinct_ids: bool = False) -> di
                 keep = [repeats.get(pair_id, offset + i) == offset + i for i, pair_id in enumerate(ids)]
                 counts["rows_read"] += len(ids)
                 counts["duplicate_rows_dropped"] += len(ids) - sum(keep)
+                given[str(folder)] += sum(keep)
                 writer.write_table(table.filter(keep), [line for line, kept in zip(lines, keep) if kept])
         for folder in folders:
             for line in _lines(folder / "unlabeled.jsonl"):
@@ -124,6 +133,7 @@ def merge_rows(folders: list[Path], out: Path, distinct_ids: bool = False) -> di
                 if seen_ids.first_seen([(row["pair_id"], counts["rows_read"])]):
                     counts["duplicate_rows_dropped"] += 1
                     continue
+                given[str(folder)] += 1
                 unlabeled.write([row])
                 reasons[reason_kind(row.get("reason"))] += 1
             for line in _lines(folder / "invalid_rows.jsonl"):  # every shard lists the input's bad rows
@@ -135,26 +145,34 @@ def merge_rows(folders: list[Path], out: Path, distinct_ids: bool = False) -> di
         seen_invalid.close()
     return {"runs": len(folders), "labeled": writer.close(), "unlabeled": unlabeled.close(),
             "unlabeled_reasons": dict(reasons), "invalid_rows": invalid.close(),
-            "duplicate_rows_dropped": counts["duplicate_rows_dropped"]}
+            "duplicate_rows_dropped": counts["duplicate_rows_dropped"], "rows_by_run": _by_run(folders, given)}
+
+
+def _by_run(folders: list[Path], given: Counter) -> dict[str, int]:
+    """Rows (labeled and unlabeled) each run added, every run named even when it added none."""
+    return {str(folder): given[str(folder)] for folder in folders}
 
 
 def _join_rows(folders: list[Path], run: RunFolder) -> dict[str, Any]:
     writer = DatasetWriter(run, "dataset", pairwise_features(), jsonl="preferences.jsonl")
     unlabeled, invalid = run.open_jsonl("unlabeled.jsonl"), run.open_jsonl("invalid_rows.jsonl")
     reasons: Counter = Counter()
+    given: Counter = Counter()
     for folder in folders:
         try:
-            writer.add_files(saved_data_files(folder / "dataset"), folder / "preferences.jsonl")
+            given[str(folder)] += writer.add_files(saved_data_files(folder / "dataset"), folder / "preferences.jsonl")
         except ValueError as exc:
             raise InputError(f"{folder}: {exc}: the run folder was changed after labeling; label it again") from exc
         for line in _lines(folder / "unlabeled.jsonl"):
             row = json.loads(line)
             unlabeled.write([row])
+            given[str(folder)] += 1
             reasons[reason_kind(row.get("reason"))] += 1
         for line in _lines(folder / "invalid_rows.jsonl"):
             invalid.write([json.loads(line)])
     return {"runs": len(folders), "labeled": writer.close(), "unlabeled": unlabeled.close(),
-            "unlabeled_reasons": dict(reasons), "invalid_rows": invalid.close(), "duplicate_rows_dropped": 0}
+            "unlabeled_reasons": dict(reasons), "invalid_rows": invalid.close(), "duplicate_rows_dropped": 0,
+            "rows_by_run": _by_run(folders, given)}
 
 
 def write_merged_manifest(folders: list[Path], manifests: list[dict[str, Any]], out: Path,
