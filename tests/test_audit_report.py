@@ -83,3 +83,52 @@ def test_coverage_intervals_use_prompt_clusters(tmp_path):
     assert clustered[1] - clustered[0] > 1.5 * (plain[1] - plain[0])
     report, _ = _report(tmp_path, metrics)
     assert "agreement [95% CI: Wilson, prompt clusters]" in report
+
+
+# ---------------------------------------------------------------- coverage plot: the trivial baselines
+
+def test_coverage_plot_draws_the_trivial_baselines(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(1)
+    n = 80
+    la, lb = rng.integers(20, 400, n), rng.integers(20, 400, n)
+    gold = np.where(rng.random(n) < 0.75, np.where(la > lb, "A", "B"), np.where(la > lb, "B", "A"))
+    p_a = np.where(rng.random(n) < 0.6, np.where(gold == "A", 0.8, 0.2), np.where(gold == "A", 0.3, 0.7))
+    metrics = compute_audit(_records(p_a, gold, la=la, lb=lb), n_boot=100)
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    _report(tmp_path, metrics)
+    coverage = next(f for f in figures if "Abstaining" in f.axes[0].get_title())
+    lines = {line.get_label(): line.get_ydata() for line in coverage.axes[0].lines}
+    for key, label in (("always_longer", "always the longer"), ("always_shorter", "always the shorter"),
+                       ("always_first_shown", "always the first shown (A)")):
+        value = metrics["baselines"]["rules"][key]["accuracy_no_ties"]["value"]
+        drawn = [y for name, y in lines.items() if name.startswith(label + ":")]
+        assert len(drawn) == 1 and list(drawn[0]) == pytest.approx([value, value])
+    assert metrics["baselines"]["rules"]["always_longer"]["accuracy_no_ties"]["value"] > 0.7  # well above chance here
+    assert any(name.startswith("chance") for name in lines)
+    for fig in figures:
+        close(fig)
+
+
+# ---------------------------------------------------------------- per-category counts
+
+def test_per_category_rows_show_both_counts(tmp_path):
+    """accuracy_no_ties leaves gold ties out: the row gives the items it is taken over beside all the group's items."""
+    gold = np.array(["A", "B", "tie", "tie", "A"] * 4 + ["A", "B"] * 5)
+    categories = np.array(["chat"] * 20 + ["code"] * 10)
+    p_a = np.where(gold == "A", 0.8, 0.2)
+    p_a[:5] = [0.3, 0.2, 0.7, 0.4, 0.9]  # chat: one gold-A mistake
+    metrics = compute_audit(_records(p_a, gold, categories=categories), n_boot=100)
+    chat, code = metrics["by_category"]["chat"], metrics["by_category"]["code"]
+    assert (chat["n"], chat["n_non_tie"], code["n"], code["n_non_tie"]) == (20, 12, 10, 10)
+    assert chat["accuracy_no_ties"] == pytest.approx(11 / 12, abs=1e-4)
+    assert metrics["by_principle"]["helpful"]["n_non_tie"] == 22
+
+    report, saved = _report(tmp_path, metrics)
+    assert saved["by_category"]["chat"]["n_non_tie"] == 12
+    section = report.split("## By category")[1].split("## By principle")[0]
+    assert "| group | items (gold ties included) | gold A/B items (accuracy over these) | accuracy_no_ties" in section
+    assert "| chat | 20 | 12 | 0.917 [" in section and "| code | 10 | 10 | " in section
+

@@ -222,14 +222,15 @@ def _biases(records: list[AuditRecord], gold, pred, boot: R.Resamples) -> dict:
 
 
 def _breakdown(keys: list[str], gold, pred, clusters) -> dict:
-    """Per group: n, accuracy_no_ties with its Wilson interval (on the effective sample size when prompts repeat) and
-    cohen_kappa."""
+    """Per group: n (every item, gold ties included), n_non_tie (the gold A/B items accuracy_no_ties is taken over),
+    accuracy_no_ties with its Wilson interval (on the effective sample size when prompts repeat) and cohen_kappa."""
     keys = np.array(keys, dtype=object)
     table = M.breakdown(keys, gold, pred)
     out = {}
     for key, row in sorted(table.items()):
         mask = (keys == key) & (gold != "tie")
         entry = {m: (_num(v) if m != "n" else v) for m, v in row.items()}
+        entry = {"n": entry.pop("n"), "n_non_tie": int(mask.sum()), **entry}
         interval = R.clustered_wilson(gold[mask] == pred[mask], np.ones(int(mask.sum())), None if clusters is None else clusters[mask])
         entry["accuracy_no_ties_ci95"] = [_num(x) for x in interval]
         out[str(key)] = entry
