@@ -113,4 +113,5 @@ def test_terminal_shows_no_image_links(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "## Against the baseline" in out and "Judge comparison" in out
     assert not [line for line in out.splitlines() if "![" in line], out
+    assert f"plots: {tmp_path / 'v2' / 'reliability.png'}, {tmp_path / 'v2' / 'coverage.png'}\n" in out
     assert "![reliability.png](reliability.png)" in (tmp_path / "v2" / "report.md").read_text()  # the file keeps them

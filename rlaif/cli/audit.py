@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if metrics.get(key):
             text = (out / "report.md").read_text()
             print(title + text.split(title, 1)[1].split("\n## ", 1)[0])
-    print(f"files: {out}/ (metrics.json, items.jsonl, report.md, report.html, plots)")
+    print(f"files: {out}/ (metrics.json, items.jsonl, report.md, report.html)")
+    plots = json.loads((out / "metrics.json").read_text()).get("plots") or []
+    if plots:  # report.md links them; the terminal names them
+        print("plots: " + ", ".join(str(out / name) for name in plots))
     for message in failed:
         print(f"rlaif audit: gate FAILED: {message}", file=sys.stderr)
     return 1 if failed else 0
@@ -197,7 +201,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         folders.append(folder)
     result = compare_audits(folders[0], folders[1])
     files = write_compare(out, result)
-    print(files["compare.md"].read_text().split("## By category")[0])
+    print(files["compare.md"].read_text().split("## By category")[0].split("## Plots")[0])
     print("files: " + ", ".join(str(p) for p in files.values()))
     return 0
 
