@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlaif.errors import InputError
-from rlaif.store.runfolder import RowError
+from rlaif.store.runfolder import RowError, not_utf8, open_text
 
 __all__ = ["GoldItem", "GoldMapping", "load_gold", "majority", "human_gold", "FORMATS"]
 
@@ -97,24 +97,32 @@ def human_gold(id: str, prompt: str, response_a: str, response_b: str, labels: l
 
 
 def _read_records(path: Path) -> list[tuple[int, Any]]:
-    """(line or index, object) from a JSON list or a JSONL file; unparseable lines come back as exceptions."""
+    """(line or index, object) from a JSON list or a JSONL file; unparseable lines, and the lines or items that hold
+    a byte that is not UTF-8, come back as exceptions."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open_text(path) as fh:
+            text = fh.read()
     except OSError as exc:
         raise InputError(f"cannot read gold file {path}: {exc}") from exc
     if text.lstrip().startswith("["):
         try:
-            return list(enumerate(json.loads(text)))
+            items = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON: {exc}") from exc
-    rows = []
+        return [(i, _undecodable(json.dumps(item, ensure_ascii=False)) or item) for i, item in enumerate(items)]
+    rows: list[tuple[int, Any]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                rows.append((number, json.loads(line)))
+                rows.append((number, _undecodable(line) or json.loads(line)))
             except json.JSONDecodeError as exc:
                 rows.append((number, ValueError(f"not valid JSON: {exc.msg}")))
     return rows
+
+
+def _undecodable(text: str) -> ValueError | None:
+    reason = not_utf8(text)
+    return ValueError(reason) if reason else None
 
 
 def _label(raw: Any, mapping: GoldMapping, field: str) -> str:

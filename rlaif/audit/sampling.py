@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from rlaif.audit.gold import GoldItem, human_gold
 from rlaif.errors import InputError
-from rlaif.store.runfolder import RowError, RunFolder
+from rlaif.store.runfolder import RowError, RunFolder, not_utf8, open_text, shown
 
 __all__ = ["Candidate", "labeled_candidates", "select", "export_annotation", "import_annotation", "STRATEGIES"]
 
@@ -107,17 +107,36 @@ def export_annotation(items: list[Candidate], path: str | Path) -> Path:
 
 
 def _annotation_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line, row) of a filled-in annotation file; a row that cannot be read carries "__error__" (a byte that is not
+    UTF-8 among the reasons)."""
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(enumerate(csv.DictReader(fh), start=2))
+        with open_text(path) as fh:
+            fh.reconfigure(newline="")
+            rows = list(enumerate(csv.DictReader(fh), start=2))
+        return [(n, _csv_checked(row)) for n, row in rows]
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    with open_text(path) as fh:
+        text = fh.read()
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                rows.append((number, json.loads(line)))
+                rows.append((number, _utf8_checked({}, line) if not_utf8(line) else json.loads(line)))
             except json.JSONDecodeError as exc:
                 rows.append((number, {"__error__": f"not valid JSON: {exc.msg}"}))
     return rows
+
+
+def _csv_checked(row: dict) -> dict:
+    for name, value in row.items():
+        reason = not_utf8(value) if isinstance(value, str) else None
+        if reason:
+            return {"__error__": f"{reason} in column {name}", "raw": shown(json.dumps(row, ensure_ascii=False))[:300]}
+    return row
+
+
+def _utf8_checked(row: dict, text: str) -> dict:
+    reason = not_utf8(text)
+    return {"__error__": reason, "raw": shown(text)[:300]} if reason else row
 
 
 def import_annotation(path: str | Path) -> tuple[list[GoldItem], list[RowError]]:

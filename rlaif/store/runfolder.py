@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from rlaif.errors import InputError
 
 __all__ = [
     "RunFolder", "RowError", "check_row", "iter_jsonl", "duplicate_id", "read_rows", "require_usable", "Resumed",
-    "resume_in_batches", "json_text", "json_line", "describe_errors",
+    "resume_in_batches", "json_text", "json_line", "describe_errors", "open_text", "not_utf8", "shown",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -58,6 +59,28 @@ def describe_errors(exc: ValidationError) -> str:
     )
 
 
+_UNDECODED = re.compile("[\udc80-\udcff]")  # where open_text kept a byte that is not UTF-8
+
+
+def open_text(path: Path):
+    """A user's text file, opened so that a byte that is not UTF-8 does not stop the reading: it is kept as a
+    lone surrogate (errors="surrogateescape"), and `not_utf8` finds it in the row that holds it."""
+    return Path(path).open(encoding="utf-8", errors="surrogateescape")
+
+
+def not_utf8(text: str) -> str | None:
+    """Why a line read by open_text cannot be used (a byte that is not UTF-8, and where), or None."""
+    found = _UNDECODED.search(text)
+    if found is None:
+        return None
+    return f"not valid UTF-8 (byte 0x{ord(found.group()) - 0xDC00:02x} at character {found.start() + 1})"
+
+
+def shown(text: str) -> str:
+    """A line read by open_text, printable and writable as UTF-8: a byte that is not UTF-8 becomes `\\xff`."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_row(data: Any, model: type[T], file: str, number: int, raw: str) -> T | RowError:
     """One input row (parsed JSON or a table row) as a record, or a RowError saying why it cannot be used."""
     if not isinstance(data, dict):
@@ -69,16 +92,21 @@ def check_row(data: Any, model: type[T], file: str, number: int, raw: str) -> T 
 
 
 def iter_jsonl(path: Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]:
-    """(line number, record) of a JSONL file, one line at a time (lazily); unusable lines come as RowErrors."""
+    """(line number, record) of a JSONL file, one line at a time (lazily); unusable lines come as RowErrors (a line
+    that is not valid UTF-8 among them)."""
     path = Path(path)
     try:
-        fh = path.open(encoding="utf-8")
+        fh = open_text(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     with fh:
         for number, text in enumerate(fh, start=1):
             line = text.rstrip("\r\n")
             if not line.strip():
+                continue
+            undecodable = not_utf8(line)
+            if undecodable:
+                yield number, RowError(file=str(path), line=number, error=undecodable, raw=shown(line)[:500])
                 continue
             try:
                 yield number, model.model_validate_json(line)  # the usual case, parsed and checked in one go
