@@ -26,7 +26,7 @@ import numpy as np
 
 from rlaif.audit import metrics as M
 from rlaif.audit import resampling as R
-from rlaif.audit.fingerprint import what_changed
+from rlaif.audit.fingerprint import file_named_ids, what_changed
 from rlaif.audit.judging import AuditRecord
 from rlaif.audit.report import markdown_html, plot_section
 from rlaif.audit.resampling import Resamples
@@ -212,7 +212,9 @@ def compare_audits(path_a: str | Path, path_b: str | Path) -> dict:
                              "into it (the judging is reused)")
     pairs = pair_rows(rows_a, rows_b)
     if not pairs:
-        raise InputError(f"{folder_a} and {folder_b} share no judged gold item: compare audits of the same gold set")
+        stems = [(f, s) for f, s in ((folder_a, file_named_ids(meta_a, rows_a)), (folder_b, file_named_ids(meta_b, rows_b))) if s]
+        hint = "".join(f"; {folder}: {_file_named_text(stem)}" for folder, stem in stems)
+        raise InputError(f"{folder_a} and {folder_b} share no judged gold item: compare audits of the same gold set{hint}")
     gold, pa, pb, clusters, cats = _arrays(pairs)
     tie_margin = float(meta_a.get("tie_margin") or 0.0)
     result = compare_arrays(gold, pa, pb, clusters, cats, tie_margin=tie_margin)
@@ -229,6 +231,12 @@ def compare_audits(path_a: str | Path, path_b: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------- the gate against a baseline
+
+def _file_named_text(stem: str) -> str:
+    return (f"gold ids carry its gold file's name ({stem}-...): that audit was written before the ids of a mapped gold "
+            "file stopped depending on the file, so its items cannot pair with this one's; rerun its audit (into its "
+            "folder: the judgments are reused) to pair them")
+
 
 def _judge_changes(old: dict, new: dict) -> str:
     a, b = ((m.get("fingerprint") or {}).get("judge") or {} for m in (old, new))
@@ -247,7 +255,9 @@ def baseline_check(new_metrics: dict, new_rows: list[dict], baseline: str | Path
     old, old_rows, _ = load_audit(baseline)
     changed = what_changed(old, new_metrics)
     pairs = pair_rows(old_rows, new_rows)
-    out: dict[str, Any] = {"baseline": str(baseline), "changed": changed, "max_drop": max_drop}
+    unpaired = len(pairs) < sum(r.get("p_a") is not None for r in new_rows)
+    stem = file_named_ids(old, old_rows) if unpaired else None
+    out: dict[str, Any] = {"baseline": str(baseline), "changed": changed, "max_drop": max_drop, "old_gold_ids": stem is not None}
     if pairs:
         gold, p_old, p_new, clusters, cats = _arrays(pairs)
         result = compare_arrays(gold, p_old, p_new, clusters, tie_margin=float(new_metrics.get("tie_margin") or 0.0))
@@ -271,6 +281,8 @@ def baseline_check(new_metrics: dict, new_rows: list[dict], baseline: str | Path
         what += f" ({_judge_changes(old, new_metrics) or 'no fingerprint in the baseline'})"
     if "gold" in changed and pairs:
         what += f"; paired on the {len(pairs)} items both audits judged"
+    if stem:
+        what += f"; the baseline's {_file_named_text(stem)}"
     unit = f"paired on {out['n_paired']} items, McNemar p = {out['mcnemar_p']}" if out["paired"] else "unpaired"
     figure = f"accuracy {out['old']:.3f} -> {out['new']:.3f}, change {out['change']:+.3f} [{low:+.3f}, {high:+.3f}] ({unit})"
     if out["passed"]:

@@ -6,10 +6,14 @@ compare` read them to say whether the judge, the gold set, or both changed betwe
 - judge: its config (the YAML's content, hashed after validation, so comments and key order do not count),
   its template and constitution with their versions, and each model's identity (`rlaif.models.model_identity`:
   the embedded model's source checksum, a local folder's config and weight sizes, or a served model's name).
-- gold: a hash of the items as loaded (ids, texts, labels, annotators, categories), their number and path.
+- gold: a hash of the items as loaded (ids, texts, labels, annotators, categories), their number and path. An
+  item's id comes from its row and the mapping, never from the file's name (rlaif.audit.gold), so the same items
+  in a renamed or moved file give the same hash; `ids` marks fingerprints written under that rule.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from rlaif.audit.gold import GoldItem
 from rlaif.config.judge import JudgeConfig
@@ -17,7 +21,7 @@ from rlaif.judging.identity import JudgeIdentity
 from rlaif.models import model_identity
 from rlaif.records import content_key
 
-__all__ = ["judge_fingerprint", "gold_fingerprint", "labels_fingerprint", "what_changed"]
+__all__ = ["judge_fingerprint", "gold_fingerprint", "labels_fingerprint", "what_changed", "file_named_ids", "GOLD_IDS"]
 
 
 def _model(config: JudgeConfig) -> dict:
@@ -53,10 +57,25 @@ def labels_fingerprint(run_dir: str, judgments: list) -> dict:
             "sha": content_key(sorted(seen))}
 
 
+GOLD_IDS = "from the row and the mapping, never the file name"
+"""The `ids` of a gold fingerprint: audits written before it was there may hold ids that began with the gold file's
+name (a mapped file's "<stem>-<line>"), which cannot pair with later audits."""
+
+
 def gold_fingerprint(items: list[GoldItem], path: str) -> dict:
     """The gold set's identity: the same items (ids, texts, labels) give the same `sha`, whatever the file."""
-    return {"path": str(path), "n_items": len(items),
+    return {"path": str(path), "n_items": len(items), "ids": GOLD_IDS,
             "sha": content_key([item.model_dump(mode="json") for item in items])}
+
+
+def file_named_ids(metrics: dict, rows: list[dict]) -> str | None:
+    """The gold file's stem when an audit's gold ids all begin with it and its fingerprint predates `ids`: an audit
+    of a mapped gold file written when ids carried the file's name. None otherwise."""
+    gold = (metrics.get("fingerprint") or {}).get("gold") or {}
+    stem = Path(str(gold.get("path") or metrics.get("gold") or "")).stem
+    if "ids" in gold or not stem or not rows or not all(str(r.get("id", "")).startswith(f"{stem}-") for r in rows):
+        return None
+    return stem
 
 
 def what_changed(old: dict, new: dict) -> list[str]:

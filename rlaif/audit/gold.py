@@ -9,7 +9,8 @@ Canonical gold JSONL, one object per line:
 
 Importers: `pandalm` (PandaLM testset JSON), `llmbar` (LLMBar JSON), `canonical`, and `mapped` for any
 other JSON/JSONL file through a column mapping (`GoldMapping`). Each bad row becomes a RowError with
-its line (or list index) and reason; the good rows are kept.
+its line (or list index) and reason; the good rows are kept. An item's id depends on the row and the mapping,
+never on the file's name or place (see `_mapped`), so audits of a renamed gold file pair with the earlier ones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlaif.errors import InputError
+from rlaif.records import content_key
 from rlaif.store.runfolder import RowError, not_utf8, open_text
 
 __all__ = ["GoldItem", "GoldMapping", "load_gold", "majority", "human_gold", "FORMATS"]
@@ -59,7 +61,7 @@ class GoldMapping(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str | None = None
-    """Field holding the id; None numbers the rows."""
+    """Field holding the id (read as it is); None: a hash of the mapped prompt and responses."""
     prompt: list[str] = Field(min_length=1)
     """Field(s) joined with a blank line into the prompt (e.g. instruction + input)."""
     response_a: str
@@ -138,7 +140,10 @@ def _field(row: dict, name: str) -> Any:
     return row[name]
 
 
-def _mapped(row: dict, index: int, mapping: GoldMapping, prefix: str) -> GoldItem:
+def _mapped(row: dict, index: int, mapping: GoldMapping, prefix: str | None) -> GoldItem:
+    """One row through a mapping. Its id: a built-in format's name and the row's id (or its index in the file);
+    through a user's mapping, the id field's value as it is, or without one a hash of the mapped prompt and
+    responses. Never the file's name: a renamed or moved gold file keeps its ids, and pairs with its audits."""
     prompt_parts = [str(_field(row, f)).strip() for f in mapping.prompt]
     annotators = [_label(_field(row, f), mapping, f) for f in mapping.annotators]
     if mapping.label:
@@ -147,12 +152,27 @@ def _mapped(row: dict, index: int, mapping: GoldMapping, prefix: str) -> GoldIte
         label = majority(annotators)
     else:
         raise ValueError("the mapping names neither a label field nor annotator fields")
-    ident = f"{prefix}-{_field(row, mapping.id) if mapping.id else index}"
+    prompt = "\n\n".join(p for p in prompt_parts if p)
+    response_a, response_b = _field(row, mapping.response_a), _field(row, mapping.response_b)
+    own = str(_field(row, mapping.id)) if mapping.id else None
+    if prefix:
+        ident = f"{prefix}-{own if own is not None else index}"
+    else:
+        ident = own if own is not None else content_key(prompt, response_a, response_b)
     return GoldItem(
-        id=ident, prompt="\n\n".join(p for p in prompt_parts if p), response_a=_field(row, mapping.response_a),
-        response_b=_field(row, mapping.response_b), label=label, annotators=annotators,
+        id=ident, prompt=prompt, response_a=response_a, response_b=response_b, label=label, annotators=annotators,
         category=str(row[mapping.category]) if mapping.category and row.get(mapping.category) is not None else None,
     )
+
+
+def _number_repeats(items: list[GoldItem]) -> list[GoldItem]:
+    """Content-hash ids of the same pair seen again (two rows of annotations of one pair): "<hash>-2", "-3", ..."""
+    seen: Counter[str] = Counter()
+    out = []
+    for item in items:
+        seen[item.id] += 1
+        out.append(item if seen[item.id] == 1 else item.model_copy(update={"id": f"{item.id}-{seen[item.id]}"}))
+    return out
 
 
 def _detect(path: Path, first: Any) -> str:
@@ -183,7 +203,7 @@ def load_gold(path: str | Path, fmt: str = "auto", mapping: GoldMapping | None =
                 raise row
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            source = fmt if fmt != "mapped" else path.stem
+            source = fmt if fmt != "mapped" else None  # a user's mapping: ids from the content, never the file name
             items.append(GoldItem.model_validate(row) if fmt == "canonical" else _mapped(row, where, chosen, source))  # type: ignore[arg-type]
         except (ValueError, ValidationError) as exc:
             if isinstance(exc, ValidationError):
@@ -191,6 +211,8 @@ def load_gold(path: str | Path, fmt: str = "auto", mapping: GoldMapping | None =
             else:
                 message = str(exc)
             errors.append(RowError(file=str(path), line=where, error=message, raw=json.dumps(row, default=str)[:300]))
+    if fmt == "mapped" and mapping is not None and not mapping.id:
+        items = _number_repeats(items)
     seen = Counter(item.id for item in items)
     dupes = {k for k, v in seen.items() if v > 1}
     if dupes:
