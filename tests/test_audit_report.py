@@ -132,3 +132,60 @@ def test_per_category_rows_show_both_counts(tmp_path):
     assert "| group | items (gold ties included) | gold A/B items (accuracy over these) | accuracy_no_ties" in section
     assert "| chat | 20 | 12 | 0.917 [" in section and "| code | 10 | 10 | " in section
 
+
+# ---------------------------------------------------------------- ECE beside the base rate, and whether P(A) says anything
+
+def _calibration_case(informative: bool, n: int = 300, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    gold = np.where(rng.random(n) < 0.6, "A", "B")
+    if informative:
+        p_a = 1 / (1 + np.exp(-(np.where(gold == "A", 1.2, -1.2) + rng.normal(0, 1, n))))
+    else:  # at chance and near 0.5, as the embedded judge on PandaLM: a small ECE, and nothing behind it
+        p_a = rng.uniform(0.45, 0.55, n)
+    return compute_audit(_records(p_a, gold), n_boot=300)
+
+
+def test_auc_on_resamples_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from rlaif.audit import information as I
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(200) < 0.4).astype(float)
+    p = np.round(np.clip(0.5 + 0.2 * (y - 0.4) + rng.normal(0, 0.2, 200), 0, 1), 1)  # many tied probabilities
+    W = M.resample_weights(200, 5, seed=1)
+    got = I.auc(y, p, np.vstack([np.ones(200), W]))
+    assert got[0] == pytest.approx(roc_auc_score(y, p))
+    assert got[1:] == pytest.approx([roc_auc_score(y, p, sample_weight=w) for w in W])
+    assert np.isnan(I.auc(np.ones(5), np.linspace(0, 1, 5), np.ones((1, 5)))[0])  # no gold B: undefined
+    assert I.base_rate_scores(y)["ece"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ece_beside_the_base_rate_and_a_judge_without_information(tmp_path):
+    metrics = _calibration_case(informative=False)
+    cal = metrics["calibration"]
+    base = cal["vs_base_rate"]
+    assert base["ece"] == 0.0, "the constant base-rate predictor is calibrated by construction"
+    b = base["base_rate"]
+    assert base["brier"] == pytest.approx(b * (1 - b), abs=1e-4)
+    assert cal["ece"]["value"] < 0.12  # a small ECE...
+    lo, hi = cal["auc"]["ci95"]
+    assert lo < 0.5 < hi  # ...and no ranking of the items
+    assert cal["information"]["carries_information"] is False
+    assert cal["vs_base_rate"]["judge_brier_minus_base_rate"]["ci95"][1] > 0  # never better than the base rate
+    report, saved = _report(tmp_path, metrics)
+    assert saved["calibration"]["information"]["carries_information"] is False
+    section = report.split("## Calibration of the soft labels")[1].split("## Biases")[0]
+    assert "base-rate constant" in section and f"| ece | {cal['ece']['value']:.3f} [" in section
+    assert "| 0.000 |" in section.split("| ece |")[1].split("\n")[0]
+    assert "The judge's probabilities carry no detectable information on this set" in section
+
+
+def test_an_informative_judge_is_told_apart_from_the_base_rate(tmp_path):
+    metrics = _calibration_case(informative=True)
+    cal = metrics["calibration"]
+    assert cal["auc"]["ci95"][0] > 0.6 and cal["information"]["carries_information"] is True
+    assert cal["vs_base_rate"]["judge_brier_minus_base_rate"]["ci95"][1] < 0
+    report, _ = _report(tmp_path, metrics)
+    assert "no detectable information" not in report
+    assert "The judge's probabilities carry information on this set" in report

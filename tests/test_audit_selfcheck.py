@@ -168,7 +168,8 @@ JUDGES = {"plain": S.SimJudge("no planted bias", prompt_sd=0.8, temperature=0.7)
           "biased": S.SimJudge("strong position and length bias", prompt_sd=0.8, position=0.8, length=0.8, temperature=1.2)}
 SIMS, N, N_BOOT = 80, 160, 500
 CHECKED = ["accuracy_no_ties", "accuracy_with_ties", "cohen_kappa", "brier", "log_loss", "ece", "human loo_accuracy_no_ties",
-           "first_position_rate", "length gap judge - humans", "by_category accuracy", "length-controlled accuracy"]
+           "first_position_rate", "length gap judge - humans", "by_category accuracy", "length-controlled accuracy",
+           "auc", "brier - base rate"]
 
 
 @pytest.fixture(scope="module")

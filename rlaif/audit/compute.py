@@ -31,6 +31,7 @@ from collections import Counter
 
 import numpy as np
 
+from rlaif.audit import information as I
 from rlaif.audit import metrics as M
 from rlaif.audit import resampling as R
 from rlaif.audit.judging import AuditRecord
@@ -89,6 +90,7 @@ def _calibration(gold, p_a, boot: R.Resamples, seed: int, pred=None) -> dict:
         "log_loss": _entry(M.log_loss(y, p), sub.log_jackknife_t_ci(lambda W: R.log_loss(y, p, W))),
         "log_loss_method": (f"P(A) clipped to [{M.LOG_LOSS_FLOOR}, {1 - M.LOG_LOSS_FLOOR}]; interval: estimate * exp(-+ t x the "
                             "delete-a-prompt (or -item) jackknife SE of its log) (rlaif/audit/resampling.py log_jackknife_t_ci)"),
+        **_information(y, p, sub),
         "reliability": M.flag_sparse_bins(M.reliability_bins(y, p, n_bins=10), len(y)),
         "reliability_after_temperature": M.flag_sparse_bins(M.reliability_bins(y, np.asarray(cv["p_calibrated"]), n_bins=10), len(y)),
         "reliability_sparse_below": M.sparse_bin_min_count(len(y)),
@@ -102,6 +104,16 @@ def _calibration(gold, p_a, boot: R.Resamples, seed: int, pred=None) -> dict:
         },
         **_coverage(pred[mask] == gold[mask], np.maximum(p, 1 - p), pred[mask] == "tie", sub.clusters),
     }
+
+
+def _information(y, p, sub: R.Resamples) -> dict:
+    """The judge's ECE, Brier and log-loss beside the constant base-rate predictor's, the AUC of P(A), and whether
+    P(A) carries information (rlaif.audit.information)."""
+    info = I.information(y, p, sub)
+    base = {k: _num(v) for k, v in I.base_rate_scores(y).items()}
+    return {"vs_base_rate": {**base, "judge_brier_minus_base_rate": _entry(*info["judge_brier_minus_base_rate"])},
+            "auc": _entry(*info["auc"]),
+            "information": {k: info[k] for k in ("carries_information", "rule", "verdict")}}
 
 
 def _coverage(correct, confidence, abstain, clusters) -> dict:

@@ -140,6 +140,24 @@ def _baseline_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _calibration_head(cal: dict) -> list[str]:
+    """ECE, Brier and log-loss with their intervals, beside temperature scaling and the constant that always says the
+    base rate (calibrated by construction, knows nothing), the AUC, and whether P(A) carries information."""
+    ts, base = cal["temperature_scaling"], cal.get("vs_base_rate") or {}
+    b = base.get("base_rate")
+    constant = "base-rate constant" + (f" (P(A) = {b:.3f} on every item)" if b is not None else "")
+    lines = ["## Calibration of the soft labels", "",
+             f"| metric | as is [95% CI] | after temperature scaling (out of fold) | {constant} |", "|---|---|---|---|"]
+    lines += [f"| {k} | {_fmt(cal[k])} | {_fmt(ts['after_out_of_fold'].get(k))} | {_fmt(base.get(k))} |"
+              for k in ("ece", "brier", "log_loss")]
+    if cal.get("auc"):
+        lines.append(f"| auc (gold A ranked above gold B; 0.5 = chance) | {_fmt(cal['auc'])} | - | 0.500 |")
+    info = cal.get("information") or {}
+    if info.get("verdict"):
+        lines += ["", info["verdict"], "", f"Rule: {info['rule']}."]
+    return lines
+
+
 def _calibration_tables(cal: dict) -> list[str]:
     """The reliability bins with their item counts, and coverage vs agreement with the rule that chose the thresholds."""
     k = cal.get("reliability_sparse_below")
@@ -225,9 +243,7 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
                   "compare with the judge's `accuracy_no_ties`.", ""]
     if cal.get("ece"):
         ts = cal["temperature_scaling"]
-        lines += ["## Calibration of the soft labels", "",
-                  "| metric | as is [95% CI] | after temperature scaling (out of fold) |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(cal[k])} | {_fmt(ts['after_out_of_fold'].get(k))} |" for k in ("ece", "brier", "log_loss")]
+        lines += _calibration_head(cal)
         bound = ts["temperature_all_items"] >= ts.get("temperature_search_bounds", [0, 20])[1] * 0.999
         note = (" The fit ran to the upper bound of its search: flattening every probability to 0.5 fits best, i.e. the "
                 "judge's soft labels carry no usable signal on this set." if bound else "")

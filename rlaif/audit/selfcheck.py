@@ -182,8 +182,9 @@ def readings(metrics: dict) -> dict[str, Reading]:
     ag, cal, bias, hum = (metrics.get(k) or {} for k in ("agreement", "calibration", "biases", "humans"))
     for key in ("accuracy_no_ties", "accuracy_with_ties", "cohen_kappa"):
         out[key] = _r(ag.get(key))
-    for key in ("ece", "brier", "log_loss"):
+    for key in ("ece", "brier", "log_loss", "auc"):
         out[key] = _r(cal.get(key))
+    out["brier - base rate"] = _r((cal.get("vs_base_rate") or {}).get("judge_brier_minus_base_rate"))
     if hum:
         out["human loo_accuracy_no_ties"] = (hum.get("loo_accuracy_no_ties"), *(hum.get("loo_accuracy_no_ties_ci95") or (None, None)))
     flags = bias.get("flags") or {}
