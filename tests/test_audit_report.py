@@ -189,3 +189,42 @@ def test_an_informative_judge_is_told_apart_from_the_base_rate(tmp_path):
     report, _ = _report(tmp_path, metrics)
     assert "no detectable information" not in report
     assert "The judge's probabilities carry information on this set" in report
+
+
+# ---------------------------------------------------------------- the length flag and the length-controlled fit
+
+def _length_case(n: int = 600, seed: int = 8):
+    """Humans prefer the longer response 80% of the time; the judge agrees with them 65% of the time where they
+    preferred the longer response and 40% where they preferred the shorter (it flips towards the longer one)."""
+    rng = np.random.default_rng(seed)
+    la, lb = rng.integers(50, 1500, n), rng.integers(50, 1500, n)
+    lb = np.where(la == lb, lb + 1, lb)
+    longer = np.where(la > lb, "A", "B")
+    shorter = np.where(la > lb, "B", "A")
+    gold_longer = rng.random(n) < 0.8
+    gold = np.where(gold_longer, longer, shorter)
+    keep = rng.random(n) < np.where(gold_longer, 0.65, 0.4)
+    judge = np.where(keep, gold, np.where(gold == "A", "B", "A"))
+    p_a = np.where(judge == "A", 0.7, 0.3)
+    return compute_audit(_records(p_a, gold, la=la, lb=lb), n_boot=200)
+
+
+def test_report_explains_the_length_flag_beside_the_length_controlled_fit(tmp_path):
+    metrics = _length_case()
+    flag = metrics["biases"]["flags"]["length_bias"]
+    coef = metrics["baselines"]["length_controlled"]["coefficients"]
+    assert flag["flagged"] and flag["value"] < -0.1  # the judge picks the longer response less often than the humans...
+    assert coef["longer_side"] > 0 and coef["longer_side"] + coef["length_difference"] > 0  # ...yet leans to it given the label
+    report, _ = _report(tmp_path, metrics)
+    biases = report.split("## Biases")[1].split("## By category")[0]
+    assert ("The length flag compares how often the judge and the humans pick the longer response; the "
+            "length-controlled fit measures the judge's lean to the longer response given the human label") in biases
+    assert "Here they point opposite ways" in biases
+    assert f"b_s = {coef['longer_side']:.3f}" in biases
+
+    same_way = _length_case(seed=9)
+    same_way["baselines"]["length_controlled"]["coefficients"]["longer_side"] = -0.5  # a fit that agrees with the flag
+    same_way["baselines"]["length_controlled"]["coefficients"]["length_difference"] = -0.5
+    report, _ = _report(tmp_path, same_way)
+    biases = report.split("## Biases")[1].split("## By category")[0]
+    assert "The length flag compares" in biases and "Here they point opposite ways" not in biases

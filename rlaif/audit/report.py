@@ -140,6 +140,31 @@ def _baseline_lines(metrics: dict) -> list[str]:
     return lines
 
 
+LENGTH_NOTE = ("The length flag compares how often the judge and the humans pick the longer response; the length-controlled "
+               "fit measures the judge's lean to the longer response given the human label (b_s for a small length difference, "
+               "b_s + b_d for the largest). The two can point opposite ways: a judge that agrees with the humans only in part "
+               "picks the longer response at a rate between the humans' and 0.5 even with no taste for length of its own, so "
+               "where humans mostly prefer the longer response the flag reads \"less than the humans\" while the fit can "
+               "still find a lean to the longer one (and the reverse where humans mostly prefer the shorter).")
+
+
+def _length_note(metrics: dict) -> list[str]:
+    """What the length flag and the length-controlled fit each measure, and whether they point opposite ways here: the
+    flag's gap has one sign and the fit leans the other way at every length difference (b_s and b_s + b_d)."""
+    flag = ((metrics.get("biases") or {}).get("flags") or {}).get("length_bias") or {}
+    coef = ((metrics.get("baselines") or {}).get("length_controlled") or {}).get("coefficients")
+    if flag.get("value") is None:
+        return []
+    gap, note = flag["value"], LENGTH_NOTE
+    near, far = (coef["longer_side"], coef["longer_side"] + coef["length_difference"]) if coef else (0.0, 0.0)
+    lean = 1 if near > 0 and far > 0 else -1 if near < 0 and far < 0 else 0
+    if lean and gap * lean < 0:
+        note += (f" Here they point opposite ways: the judge picks the longer response {'more' if gap > 0 else 'less'} often "
+                 f"than the humans ({gap:+.3f}), while given the human label it leans to the "
+                 f"{'longer' if lean > 0 else 'shorter'} response (b_s = {near:.3f}, b_s + b_d = {far:.3f}).")
+    return [note, ""]
+
+
 def _calibration_head(cal: dict) -> list[str]:
     """ECE, Brier and log-loss with their intervals, beside temperature scaling and the constant that always says the
     base rate (calibrated by construction, knows nothing), the AUC, and whether P(A) carries information."""
@@ -262,7 +287,7 @@ def _markdown(metrics: dict, meta: dict, plots: list[str], sections: list[str]) 
               f"humans {_fmt(bias.get('length', {}).get('human_prefers_longer'))} (n={bias.get('length', {}).get('n')})"]
     kind = ((metrics.get("fingerprint") or {}).get("judge") or {}).get("kind")
     lines += [_flag_line(name, flag, bias, kind) for name, flag in (bias.get("flags") or {}).items()]
-    lines.append("")
+    lines += ["", *_length_note(metrics)]
     for title, key in (("By category", "by_category"), ("By principle", "by_principle")):
         table = metrics.get(key) or {}
         lines += [f"## {title}", "", "| group | items (gold ties included) | gold A/B items (accuracy over these) "
