@@ -306,7 +306,11 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and cross-validation folds")
     p.add_argument("--batch-size", type=positive_int, default=16, help="pairs per judge batch (default: %(default)s)")
     p.set_defaults(func=cmd_audit)
+    _human_parsers(sub, shared)
 
+
+def _human_parsers(sub, shared: argparse.ArgumentParser) -> None:
+    """`rlaif humans` and `rlaif hygiene`."""
     p = sub.add_parser(
         "humans", parents=[shared], help="plan human labels: sample items to annotate, import the answers, size the sample",
         description="sample: pick labeled pairs of a run for human annotation (uniform, stratified by judge confidence "

@@ -12,6 +12,8 @@ from rlaif.cli.common import out_folder, positive_float, positive_int, print_sum
 __all__ = ["add_parsers"]
 
 _LABEL_FILES = ("dataset", "preferences.jsonl", "unlabeled.jsonl", "invalid_rows.jsonl", "manifest.json")
+RAY_STALL_S = 600.0
+"""`--ray-stall-timeout` by default: a CPU engine starts in ~40 s; a big model on a GPU node in a few minutes."""
 
 
 def _run_config(args: argparse.Namespace):
@@ -61,7 +63,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.store.inputs import FORMATS
 
     ray_options = {"--ray-address": args.ray_address, "--ray-actors": args.ray_actors,
-                   "--ray-gpus-per-actor": args.ray_gpus_per_actor}
+                   "--ray-gpus-per-actor": args.ray_gpus_per_actor, "--ray-stall-timeout": args.ray_stall_timeout}
     if args.runner == "local" and any(v is not None for v in ray_options.values()):
         given = ", ".join(name for name, v in ray_options.items() if v is not None)
         raise ConfigError(f"{given} only apply to --runner ray; add --runner ray or leave them out")
@@ -93,7 +95,8 @@ def _label_on_ray(args: argparse.Namespace, judge, pairs, total: int) -> int:
                                   gpus_per_actor=args.ray_gpus_per_actor or 0, address=args.ray_address,
                                   keep_prompts=args.keep_prompts, shard=args.shard, progress=not args.quiet,
                                   extra_manifest={"pairs_file": str(args.pairs)}, pairs=pairs, total=total,
-                                  ray_init_args={"log_to_driver": args.verbose})
+                                  ray_init_args={"log_to_driver": args.verbose},
+                                  stall_s=args.ray_stall_timeout or RAY_STALL_S)
     print_summary(summary, "label", _LABEL_FILES)
     return 0
 
@@ -218,10 +221,14 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
                    help="with --runner ray: the Ray cluster, e.g. `auto` on a node of a running cluster (default: "
                         "$RAY_ADDRESS if set, else a local Ray started for this command)")
     p.add_argument("--ray-actors", type=positive_int, metavar="N",
-                   help="with --runner ray: judge actors, each opening the judge's engine once (default: 1)")
+                   help="with --runner ray: judge actors, each opening the judge's engine once (default: 1; cut to "
+                        "what the cluster's CPUs and GPUs can hold, keeping one CPU to read the pairs)")
     p.add_argument("--ray-gpus-per-actor", type=gpus, metavar="G",
                    help="with --runner ray: GPUs each actor reserves, e.g. 1 for a vLLM judge on a GPU cluster "
                         "(default: 0, for CPU clusters and API backends)")
+    p.add_argument("--ray-stall-timeout", type=positive_float, metavar="SECONDS",
+                   help=f"with --runner ray: stop with an error when no judgment comes back from the cluster for this "
+                        f"long (default: {RAY_STALL_S:g}; engine start and the first batch count)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("run", parents=[shared], help="the main job: prompts -> policy samples -> AI labels -> preference dataset",

@@ -14,7 +14,6 @@ worker recorded. Pointwise chunks are scored on this worker's engines (or the fl
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from rlaif.service.engines import JobCancelled
 from rlaif.service.offload import Offload, Remote
 from rlaif.service.settings import ServiceSettings
 from rlaif.stages.label import LabelOptions, label_stage
+from rlaif.stages.ray_cluster import connect, forget_owner
 from rlaif.store.inputs import iter_input
 from rlaif.store.runfolder import RunFolder
 
@@ -199,16 +199,10 @@ class RayExecutor:
         self._cluster = threading.Lock()
         """Each chunk on Ray takes the actors it asks for: one chunk on the cluster at a time per worker, held from
         its start until the cluster's part ends (RAY_DONE), while the chunk before it finishes in another slot."""
-        self.started_here = False
-        if not ray.is_initialized():
-            address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
-            # A local Ray gets this machine's CPUs, and at least one more than the actors: each actor holds a CPU
-            # for the whole chunk, and the read tasks that feed them need one too.
-            # "local" starts a Ray of this worker's own even where another local Ray runs (which ray.init would
-            # otherwise join, and refuse the CPU count for).
-            cpus = None if address else max(os.cpu_count() or 1, settings.ray_actors + 1)
-            ray.init(address=address or "local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-            self.started_here = True
+        # Joined where an address is given (or RAY_ADDRESS); else a local Ray of this worker's own, with the machine's
+        # CPUs and at least one more than the actors (rlaif.stages.ray_cluster.connect), stopped on close, and
+        # stopped by the next start if this worker is killed before it can.
+        self.started_here, self.started_local = connect(settings.ray_address, None, settings.ray_actors)
         self.offload, self.address = offload, ray.get_runtime_context().gcs_address
         """The chunk's Ray driver runs in a child process (the driver's own work stays off the API), joining here."""
         log.info("bulk chunks on Ray %s (%s actors per chunk)", ray.__version__, settings.ray_actors)
@@ -236,6 +230,8 @@ class RayExecutor:
         return self.local.score(spec, items, run, stop)
 
     def close(self) -> None:
+        if self.started_local:
+            forget_owner()
         if self.started_here:
             import ray
 

@@ -40,6 +40,7 @@ from rlaif.judging.factory import make_judge
 from rlaif.judging.identity import JudgeIdentity, judge_identity
 from rlaif.records import CandidatePair
 from rlaif.stages.label import JUDGMENTS, LabelOptions, in_shard, keeps_prompt, record_judgments
+from rlaif.stages.ray_cluster import connect, fit_actors, forget_owner, watchdog
 from rlaif.store.datasets import arrow_file_batches, saved_data_files
 from rlaif.store.index import JudgmentIndex, judgment_line
 from rlaif.store.inputs import input_format, iter_input
@@ -256,19 +257,29 @@ def _ingest_batch(index: JudgmentIndex, rows: list[dict], start: int, counts: di
 
 # -- the stage -----------------------------------------------------------------------------------------------
 
+def _todo_dataset(path: Path, spec: dict[str, Any], probe_key: str, done: frozenset[str], batch_size: int,
+                  shard: tuple[int, int] | None) -> Any:
+    """The input on Ray as (key, pair JSON) rows still to judge: validated, keyed, in the shard, not done."""
+    import ray
+
+    source, jsonl = _read(path)
+    return source.map_batches(
+        _todo, batch_format="pyarrow", batch_size=max(batch_size, 256),
+        fn_kwargs={"spec": spec, "probe_key": probe_key, "done": ray.put(done), "jsonl": jsonl, "shard": shard})
+
+
+def _wanted(actors: int, gpus_per_actor: float) -> str:
+    import ray
+
+    have = ray.cluster_resources()
+    gpus = f" and {gpus_per_actor:g} GPUs" if gpus_per_actor else ""
+    return (f"{actors} judge actors each need a CPU{gpus}; the cluster has {have.get('CPU', 0):g} CPUs and "
+            f"{have.get('GPU', 0):g} GPUs")
+
+
 def _done_set(run: RunFolder) -> frozenset[str]:
     with JudgmentIndex(run.file(JUDGMENTS)) as index:
         return frozenset(index.final_keys())
-
-
-def _connect(address: str | None, init_args: dict[str, Any] | None) -> bool:
-    """Connect to Ray (an address, RAY_ADDRESS, or a new local instance); True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(address=address, **{"include_dashboard": False, "log_to_driver": False, **(init_args or {})})
-    return True
 
 
 def ray_label_stage(
@@ -276,17 +287,19 @@ def ray_label_stage(
     gpus_per_actor: float = 0, address: str | None = None, keep_prompts: float = 0.01,
     shard: tuple[int, int] | None = None, progress: bool = True, extra_manifest: dict | None = None,
     pairs: Iterable | None = None, total: int | None = None, ray_init_args: dict[str, Any] | None = None,
-    after_ray: Callable[[], None] | None = None,
+    after_ray: Callable[[], None] | None = None, stall_s: float = 600.0,
 ) -> dict[str, Any]:
     """Label the pairs at `pairs_path` on Ray (see the module doc) and write the run folder's outputs; return
     the local stage's summary with the Ray facts added.
 
     `actors` judge actors each open the judge's backends once (one engine each) and get `gpus_per_actor` GPUs
     (0 on CPU clusters, or for API backends). `address`: a Ray cluster (`auto`, `ray://host:10001`); None
-    connects to RAY_ADDRESS or starts a local Ray (a Ray already initialised in this process is used as it
-    is, and left running). `pairs`/`total`: the input stream and row count for the output pass, when the caller
-    already opened it (default: the input read again). `ray_init_args`: extra `ray.init` keywords. `after_ray()` is
-    called once the cluster's part is over (ended or failed), before the local output pass."""
+    connects to RAY_ADDRESS or starts a local Ray (rlaif.stages.ray_cluster; a Ray already initialised in this
+    process is used as it is, and left running). The actors are cut to what the cluster can hold (said on stderr).
+    `pairs`/`total`: the input stream and row count for the output pass, when the caller already opened it (default:
+    the input read again). `ray_init_args`: extra `ray.init` keywords. `after_ray()` is called once the cluster's
+    part is over (ended or failed), before the local output pass. `stall_s`: the run is stopped (RayStalled) when no
+    judgment comes back for that long."""
     import ray
     import ray.data
 
@@ -300,17 +313,15 @@ def ray_label_stage(
 
     earlier = ingest_attempts(run)  # a killed earlier run's Parquet files: not judged again
     done = _done_set(run)
-    started_here = _connect(address, ray_init_args)
+    joined, started_local = connect(address, ray_init_args, actors)
+    asked = actors
     attempt = f"attempt-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
     began = time.perf_counter()
     context = ray.data.DataContext.get_current()
     bars, context.enable_progress_bars = context.enable_progress_bars, progress
     try:
-        done_ref = ray.put(done)
-        source, jsonl = _read(path)
-        todo = source.map_batches(
-            _todo, batch_format="pyarrow", batch_size=max(batch_size, 256),
-            fn_kwargs={"spec": data, "probe_key": probe_key, "done": done_ref, "jsonl": jsonl, "shard": shard})
+        actors = fit_actors(actors, gpus_per_actor)
+        todo = _todo_dataset(path, data, probe_key, done, batch_size, shard)
         if done and todo.limit(1).count() == 0:  # a rerun: look for one pair left before any engine starts
             attempt = ""  # nothing left to judge: no actor (no engine) is started
         else:
@@ -319,7 +330,9 @@ def ray_label_stage(
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=gpus_per_actor or None,
                 fn_constructor_kwargs={"spec": data, "probe_key": probe_key, "keep_prompts": keep_prompts})
-            judged_ds.write_parquet(str(run.file(RAY_FOLDER).resolve() / attempt))
+            output = run.file(RAY_FOLDER).resolve() / attempt
+            with watchdog(output, stall_s, progress=progress, describe=lambda: _wanted(actors, gpus_per_actor)):
+                judged_ds.write_parquet(str(output))
     finally:
         ray_seconds = time.perf_counter() - began
         context.enable_progress_bars = bars
@@ -327,11 +340,14 @@ def ray_label_stage(
         if after_ray is not None:
             after_ray()
         judged = ingest_attempts(run)  # what finished is kept, also when the Ray run failed part-way
-        if started_here:
-            ray.shutdown()
+        if started_local:
+            forget_owner()
+        if joined:
+            ray.shutdown()  # stops a local Ray this call started; only leaves a cluster it joined
 
     facts = {
-        "actors": actors, "gpus_per_actor": gpus_per_actor, "address": address, "attempt": attempt or None,
+        "actors": actors, "actors_asked": asked, "gpus_per_actor": gpus_per_actor, "address": address,
+        "local_ray_started": started_local, "attempt": attempt or None,
         "judged_on_ray": judged["appended"], "final_on_ray": judged["appended_final"],
         "repeated_judgments_dropped": judged["skipped"], "unreadable_files": judged["unreadable_files"],
         "ingested_from_earlier_attempts": earlier["appended"], "ray_seconds": round(ray_seconds, 2),
@@ -341,11 +357,8 @@ def ray_label_stage(
     stream = pairs if pairs is not None else iter_input(path, CandidatePair)
     options = LabelOptions(keep_prompts=keep_prompts, shard=shard, total=total, source=str(pairs_path),
                            extra_manifest={**(extra_manifest or {}), "runner": "ray", "ray": facts})
-    summary = record_judgments(stream, identity, run, stats, batch_size, progress, options)
-    new = judged["appended"] + earlier["appended"]
-    summary.update(
-        judged_now=new, reused_from_earlier_runs=max(0, summary["unique_pairs"] - new),
-        labels_per_second=round(judged["appended"] / ray_seconds, 3) if judged["appended"] and ray_seconds else None,
-        runner="ray", ray_actors=actors, ray_gpus_per_actor=gpus_per_actor, ray_attempt=attempt or None,
-        judged_on_ray=judged["appended"])
+    summary = record_judgments(stream, identity, run, stats, batch_size, progress, options,
+                               judged=judged["appended"], judge_seconds=ray_seconds)
+    summary.update(runner="ray", ray_actors=actors, ray_gpus_per_actor=gpus_per_actor, ray_attempt=attempt or None,
+                   judged_on_ray=judged["appended"])
     return summary
