@@ -114,6 +114,12 @@ def test_fake_backend_on_ray_counts_dataset_and_resume(ray_cluster, tmp_path):
     assert not (run / RAY_FOLDER).exists(), "ingested attempt folders are removed"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["runner"] == "ray" and manifest["ray"]["judged_on_ray"] == 300
+    # the summary and the manifest agree with the labels written, and their rate with their seconds
+    for key in ("judged_now", "reused_from_earlier_runs", "labeled", "unlabeled", "label_seconds", "labels_per_second"):
+        assert manifest["counts"][key] == summary[key], key
+    assert summary["label_seconds"] == pytest.approx(summary["judge_seconds"] + summary["output_seconds"], abs=0.02)
+    assert summary["judge_seconds"] >= manifest["ray"]["ray_seconds"] - 0.01
+    assert summary["labels_per_second"] == pytest.approx(300 / summary["label_seconds"], rel=0.01)
     # the actors' counters come back with their judgments: 2 orders for each pair an actor judged (a repeat of
     # another batch's texts is judged there too, and its judgment dropped at ingest), none failed
     stats, judged = summary["backend_stats"], 300 + manifest["ray"]["repeated_judgments_dropped"]
@@ -125,6 +131,7 @@ def test_fake_backend_on_ray_counts_dataset_and_resume(ray_cluster, tmp_path):
     again = ray_label_stage(pairs, _judge(tmp_path), RunFolder(run), batch_size=32, actors=1, progress=False)
     assert again["judged_on_ray"] == again["judged_now"] == 0 and again["ray_attempt"] is None
     assert again["reused_from_earlier_runs"] == 300 and again["backend_stats"]["requests"] == 0
+    assert json.loads((run / "manifest.json").read_text())["counts"]["reused_from_earlier_runs"] == 300
     assert {k: again[k] for k in ("pairs", "labeled", "unlabeled", "invalid_rows")} == \
         {k: summary[k] for k in ("pairs", "labeled", "unlabeled", "invalid_rows")}
     assert {name: (run / name).read_text() for name in OUTPUTS} == before

@@ -189,8 +189,9 @@ class _Labeler:
         the pairs that have no judgment at all as not judged); {key: judgment} of what was recorded now."""
         known = self.index.lookup([key for _, key in firsts])
         if self.judge is None:
-            self._not_judged([(pair, key) for pair, key in firsts if key not in known])
-            self.counts.reused += len(firsts)
+            missing = [(pair, key) for pair, key in firsts if key not in known]
+            self._not_judged(missing)
+            self.counts.reused += len(firsts) - len(missing)
             return {}
         todo = [pair for pair, key in firsts if not (key in known and known[key][1])]
         self.counts.judged_now += len(todo)
@@ -281,16 +282,21 @@ def label_stage(
 def record_judgments(
     pairs: Iterable[CandidatePair | RowError] | Iterable[tuple[int, CandidatePair | RowError]], identity: JudgeIdentity,
     run: RunFolder, backend_stats: BackendStats, batch_size: int = 64, progress: bool = True,
-    options: LabelOptions | None = None,
+    options: LabelOptions | None = None, judged: int = 0, judge_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """`label_stage`'s outputs for judgments made elsewhere (the Ray runner) and ingested into `run`: judges nothing
     and opens no backend; a pair with no judgment there is recorded unlabeled ("not judged"). `backend_stats`: the
-    counters of the backends that did the judging, for the summary and the manifest."""
+    counters of the backends that did the judging, for the summary and the manifest. `judged` keys were judged
+    elsewhere in this run, in `judge_seconds`: the summary and manifest count them as judged now (not reused), and
+    `label_seconds` is the judging plus this output pass (`output_seconds`), so labels_per_second = judged_now /
+    label_seconds as for a local run."""
     options = options or LabelOptions()
     _check_shard(options.shard)
     labeler = _Labeler(identity, run, options)
     seconds = _label_pass(labeler, pairs, batch_size, progress, options)
-    return _finish(labeler, run, seconds, backend_stats, options)
+    labeler.counts.judged_now = judged
+    labeler.counts.reused = max(0, labeler.counts.reused - judged)
+    return _finish(labeler, run, seconds, backend_stats, options, judge_seconds)
 
 
 def _check_shard(shard: tuple[int, int] | None) -> None:
@@ -317,11 +323,12 @@ def _label_pass(labeler: _Labeler, pairs: Iterable, batch_size: int, progress: b
     return time.perf_counter() - started
 
 
-def _finish(labeler: _Labeler, run: RunFolder, seconds: float, backend_stats: BackendStats,
-            options: LabelOptions) -> dict[str, Any]:
-    """The summary of a pass, and the manifest written."""
+def _finish(labeler: _Labeler, run: RunFolder, output_seconds: float, backend_stats: BackendStats,
+            options: LabelOptions, judge_seconds: float | None = None) -> dict[str, Any]:
+    """The summary of a pass, and the manifest written. `judge_seconds`: judging done apart from the pass (Ray)."""
     stats = backend_stats.model_dump()
     c = labeler.counts
+    seconds = output_seconds + (judge_seconds or 0.0)
     summary = {
         "pairs": c.pairs, "unique_pairs": c.pairs - c.duplicates, "duplicate_pairs": c.duplicates,
         "labeled": c.labeled, "unlabeled": c.unlabeled, "unlabeled_reasons": dict(c.reasons),
@@ -331,6 +338,8 @@ def _finish(labeler: _Labeler, run: RunFolder, seconds: float, backend_stats: Ba
         "labels_per_second": round(c.judged_now / seconds, 3) if c.judged_now and seconds else None,
         "cost_usd": c.cost_usd, "backend_stats": stats, "run_dir": str(run.path),
     }
+    if judge_seconds is not None:
+        summary.update(judge_seconds=round(judge_seconds, 2), output_seconds=round(output_seconds, 2))
     if options.shard is not None:
         summary.update(shard=f"{options.shard[0]}/{options.shard[1]}", pairs_in_other_shards=c.other_shards)
     write_manifest(run, labeler.identity.describe(), {k: v for k, v in summary.items() if k != "backend_stats"},
