@@ -70,7 +70,7 @@ def open_text(path: Path):
 
 def not_utf8(text: str) -> str | None:
     """Why a line read by open_text cannot be used (a byte that is not UTF-8, and where), or None."""
-    found = _UNDECODED.search(text)
+    found = None if text.isascii() else _UNDECODED.search(text)  # isascii: ~10x cheaper, and most lines are
     if found is None:
         return None
     return f"not valid UTF-8 (byte 0x{ord(found.group()) - 0xDC00:02x} at character {found.start() + 1})"
