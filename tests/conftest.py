@@ -139,3 +139,20 @@ def real_service(tmp_path_factory):
     print(f"\nrlaif serve ready on {server.url} after {server.start_s:.1f} s (log {server.log})")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A local Ray of 2 CPUs for one test module, started by the test (so rlaif joins it, and neither sizes nor
+    stops it); its logs stay in its temp dir, off the terminal."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             logging_level=logging.WARNING, object_store_memory=256 * 1024**2,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -59,7 +59,7 @@ def test_coverage_table_counts_judge_ties_apart(tmp_path):
 
     report, saved = _report(tmp_path, metrics)
     assert saved["calibration"]["coverage_judge_ties"] == 10
-    assert "judge ties (abstentions, never kept): 10 of 50 items" in report
+    assert "A judge tie is an abstention, never kept nor scored as A or B: judge ties 10 of 50 items." in report
 
     # the table itself: abstaining items are never kept, coverage is over every item
     table = M.coverage_table([True, False, True, True], [0.9, 0.7, 0.5, 0.5], abstain=[False, False, True, True])

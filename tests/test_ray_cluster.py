@@ -6,7 +6,6 @@ killed rlaif left behind is found and stopped by the next run."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -32,20 +31,6 @@ principles: {{mode: fixed, ids: [helpfulness]}}
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*deprecated.*:DeprecationWarning:ray\.data\.context")
 
 
-@pytest.fixture(scope="module")
-def two_cpu_ray(tmp_path_factory):
-    """A local Ray of 2 CPUs for this module, started by the test (so rlaif joins it and does not size it)."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             logging_level=logging.WARNING, object_store_memory=256 * 1024**2,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def _files(tmp_path: Path, n: int = 40, latency: float = 0.0) -> tuple[Path, Path]:
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Q {i}?", "response_1": f"yes {i}",
@@ -56,7 +41,7 @@ def _files(tmp_path: Path, n: int = 40, latency: float = 0.0) -> tuple[Path, Pat
 
 
 @pytest.mark.timeout(240)
-def test_more_actors_than_the_cluster_holds_are_cut_to_fit(two_cpu_ray, tmp_path, capsys):
+def test_more_actors_than_the_cluster_holds_are_cut_to_fit(ray_cluster, tmp_path, capsys):
     pairs, judge = _files(tmp_path)
     summary = ray_label_stage(pairs, judge, RunFolder(tmp_path / "run"), batch_size=8, actors=3, progress=False)
     assert summary["labeled"] + summary["unlabeled"] == 40 and summary["judged_now"] == 40
@@ -67,14 +52,14 @@ def test_more_actors_than_the_cluster_holds_are_cut_to_fit(two_cpu_ray, tmp_path
     assert "3 judge actors asked, but the Ray cluster has 2 CPUs and 0 GPUs: running 1" in err
 
 
-def test_a_cluster_that_cannot_hold_one_actor_is_refused(two_cpu_ray, tmp_path):
+def test_a_cluster_that_cannot_hold_one_actor_is_refused(ray_cluster, tmp_path):
     pairs, judge = _files(tmp_path)
     with pytest.raises(ConfigError, match=r"has 2 CPUs and 0 GPUs: .*give Ray at least 2 CPUs and 1 GPUs"):
         ray_label_stage(pairs, judge, RunFolder(tmp_path / "run"), actors=1, gpus_per_actor=1, progress=False)
 
 
 @pytest.mark.timeout(240)
-def test_no_judgment_back_stops_the_run_with_an_error(two_cpu_ray, tmp_path):
+def test_no_judgment_back_stops_the_run_with_an_error(ray_cluster, tmp_path):
     pairs, judge = _files(tmp_path, n=8, latency=40)
     began = time.monotonic()
     with pytest.raises(RayStalled, match=r"no judgment came back from Ray for 4 s .*1 judge actors each need a CPU; "

@@ -1,11 +1,10 @@
 """`rlaif label --runner ray`: Ray Data reads the pairs, judge actors (one engine each) label them, Parquet comes
 back and is ingested once per key, and the local stage writes the same outputs as a local run. One local Ray (2
-CPUs, no dashboard, its temp dir under pytest's) serves the module."""
+CPUs: conftest's ray_cluster) serves the module."""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,6 @@ OUTPUTS = ("preferences.jsonl", "unlabeled.jsonl", "invalid_rows.jsonl", JUDGMEN
 
 # Ray Data's DataContext warns about its own deprecated fields when it is created (not rlaif's doing).
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*deprecated.*:DeprecationWarning:ray\.data\.context")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A local Ray for this module; its logs stay in its temp dir, off the terminal."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             logging_level=logging.WARNING, object_store_memory=256 * 1024**2,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _pair_rows(n: int) -> list[dict]:

@@ -204,8 +204,8 @@ def _coverage_table(cal: dict) -> list[str]:
     quantile = cal.get("coverage_rule") == "quantile"
     columns = ["threshold", *(["target share kept (of decided items)"] if quantile else []), "coverage", "n kept",
                "agreement [95% CI: Wilson, prompt clusters]"]
-    ties = (f" A judge tie is an abstention, never scored as A or B: judge ties (abstentions, never kept): "
-            f"{cal['coverage_judge_ties']} of {cal.get('n')} items." if "coverage_judge_ties" in cal else "")
+    ties = (f" A judge tie is an abstention, never kept nor scored as A or B: judge ties {cal['coverage_judge_ties']} "
+            f"of {cal.get('n')} items." if "coverage_judge_ties" in cal else "")
     lines = ["Coverage vs agreement (abstain below a confidence threshold); thresholds: "
              f"{cal.get('coverage_rule_text', 'fixed')}.{ties}", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     rows = cal.get("coverage_curve", [])
