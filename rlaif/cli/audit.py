@@ -273,7 +273,8 @@ def add_parsers(sub, shared: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=["compare"], help="compare: compare two audits A B item by item")
     p.add_argument("sides", nargs="*", metavar="A B",
                    help="compare: two audit folders (or metrics.json files), or two judges to audit on --gold first")
-    p.add_argument("--gold", help="gold file: canonical JSONL, PandaLM or LLMBar JSON, or any file with --mapping")
+    p.add_argument("--gold", type=existing_file,
+                   help="gold file: canonical JSONL, PandaLM or LLMBar JSON, or any file with --mapping")
     p.add_argument("--format", default="auto", choices=["auto", "canonical", "pandalm", "llmbar", "mapped"],
                    help="gold format (default: detect)")
     p.add_argument("--mapping", type=existing_file,

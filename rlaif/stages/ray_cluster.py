@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -211,11 +211,18 @@ def _files(folder: Path) -> int:
     return sum(1 for _ in folder.rglob("*.parquet")) if folder.is_dir() else 0
 
 
+def _needs(actors: int, gpus_per_actor: float) -> str:
+    cpus, gpus = _resources()
+    each = f"a CPU and {gpus_per_actor:g} GPUs" if gpus_per_actor else "a CPU"
+    return f"{actors} judge actors each need {each}; the cluster has {cpus:g} CPUs and {gpus:g} GPUs"
+
+
 @contextmanager
-def watchdog(folder: Path, stall_s: float, every: float = 30.0, progress: bool = True,
-             describe: Callable[[], str] = lambda: "") -> Iterator[None]:
+def watchdog(folder: Path, stall_s: float, actors: int, gpus_per_actor: float, progress: bool = True,
+             every: float = 30.0) -> Iterator[None]:
     """While the block runs: a progress line every `every` seconds (with `progress`), and the block stopped with
-    RayStalled when no new judgment file came to `folder` for `stall_s` seconds."""
+    RayStalled (naming what the actors need and what the cluster has) when no new judgment file came to `folder`
+    for `stall_s` seconds."""
     done, stalled = threading.Event(), threading.Event()
     began = time.monotonic()
 
@@ -229,7 +236,7 @@ def watchdog(folder: Path, stall_s: float, every: float = 30.0, progress: bool =
                 said = now
                 _say(f"{seen} judgment files back after {now - began:.0f} s" + ("" if seen else " (the judge actors "
                      "are starting, or waiting for the cluster's CPUs/GPUs)"))
-            if now - last >= stall_s:
+            if now - last >= stall_s and not done.is_set():
                 stalled.set()
                 _thread.interrupt_main()
                 return
@@ -241,8 +248,8 @@ def watchdog(folder: Path, stall_s: float, every: float = 30.0, progress: bool =
     except KeyboardInterrupt:
         if stalled.is_set():
             raise RayStalled(f"no judgment came back from Ray for {stall_s:.0f} s (--ray-stall-timeout): "
-                             f"{describe()}; see `ray status` and the run folder's rlaif.log; rerunning resumes "
-                             "(what finished is kept)") from None
+                             f"{_needs(actors, gpus_per_actor)}; see `ray status` and the run folder's rlaif.log; "
+                             "rerunning resumes (what finished is kept)") from None
         raise
     finally:
         done.set()

@@ -268,15 +268,6 @@ def _todo_dataset(path: Path, spec: dict[str, Any], probe_key: str, done: frozen
         fn_kwargs={"spec": spec, "probe_key": probe_key, "done": ray.put(done), "jsonl": jsonl, "shard": shard})
 
 
-def _wanted(actors: int, gpus_per_actor: float) -> str:
-    import ray
-
-    have = ray.cluster_resources()
-    gpus = f" and {gpus_per_actor:g} GPUs" if gpus_per_actor else ""
-    return (f"{actors} judge actors each need a CPU{gpus}; the cluster has {have.get('CPU', 0):g} CPUs and "
-            f"{have.get('GPU', 0):g} GPUs")
-
-
 def _done_set(run: RunFolder) -> frozenset[str]:
     with JudgmentIndex(run.file(JUDGMENTS)) as index:
         return frozenset(index.final_keys())
@@ -331,7 +322,7 @@ def ray_label_stage(
                 num_gpus=gpus_per_actor or None,
                 fn_constructor_kwargs={"spec": data, "probe_key": probe_key, "keep_prompts": keep_prompts})
             output = run.file(RAY_FOLDER).resolve() / attempt
-            with watchdog(output, stall_s, progress=progress, describe=lambda: _wanted(actors, gpus_per_actor)):
+            with watchdog(output, stall_s, actors, gpus_per_actor, progress):
                 judged_ds.write_parquet(str(output))
     finally:
         ray_seconds = time.perf_counter() - began
