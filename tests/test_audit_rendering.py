@@ -64,6 +64,8 @@ def test_position_bias_of_a_pointwise_judge_reads_not_measured(tmp_path):
     report = _write(tmp_path / "pw", "pointwise")
     line = _bias_line(report, "position bias")
     assert line.startswith("- position bias: n/a (pointwise") and "not flagged" not in line, line
+    flag = json.loads((tmp_path / "pw" / "metrics.json").read_text())["biases"]["flags"]["position_bias"]
+    assert flag["flagged"] is None, "metrics.json says not measured too, not 'not flagged'"
     assert _bias_line(report, "length bias").startswith("- length bias: ")  # the length flag is measured as before
     pairwise = _bias_line(_write(tmp_path / "pair", "pairwise"), "position bias")
     assert pairwise.startswith("- position bias: not flagged; first_position_rate 0.500"), pairwise

@@ -223,7 +223,8 @@ def _biases(records: list[AuditRecord], gold, pred, boot: R.Resamples) -> dict:
         "first_position_rate": _num(rate) if first_shown else None,
         "length": length,
         "flags": {
-            "position_bias": {"flagged": _excludes(rate_ci, 0.5), "statistic": "first_position_rate",
+            "position_bias": {"flagged": _excludes(rate_ci, 0.5) if first_shown else None,  # None: not measured
+                              "statistic": "first_position_rate",
                               **_entry(rate, rate_ci), "rule": POSITION_RULE},
             "length_bias": {"flagged": _excludes(gap_ci, 0.0), "statistic": "judge_prefers_longer - human_prefers_longer",
                             **_entry(length["judge_prefers_longer"] - length["human_prefers_longer"], gap_ci),
