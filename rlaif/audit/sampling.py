@@ -119,24 +119,26 @@ def _annotation_rows(path: Path) -> list[tuple[int, dict]]:
         text = fh.read()
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
+            reason = not_utf8(line)
             try:
-                rows.append((number, _utf8_checked({}, line) if not_utf8(line) else json.loads(line)))
+                rows.append((number, _error_row(reason, line) if reason else json.loads(line)))
             except json.JSONDecodeError as exc:
                 rows.append((number, {"__error__": f"not valid JSON: {exc.msg}"}))
     return rows
 
 
 def _csv_checked(row: dict) -> dict:
+    """The row, or its error row when a field holds a byte that is not UTF-8 (naming the column)."""
     for name, value in row.items():
         reason = not_utf8(value) if isinstance(value, str) else None
         if reason:
-            return {"__error__": f"{reason} in column {name}", "raw": shown(json.dumps(row, ensure_ascii=False))[:300]}
+            return _error_row(f"{reason} in column {name}", json.dumps(row, ensure_ascii=False))
     return row
 
 
-def _utf8_checked(row: dict, text: str) -> dict:
-    reason = not_utf8(text)
-    return {"__error__": reason, "raw": shown(text)[:300]} if reason else row
+def _error_row(reason: str, text: str) -> dict:
+    """A row that cannot be read: why, and its text (a byte that is not UTF-8 shown as \\xff)."""
+    return {"__error__": reason, "raw": shown(text)[:300]}
 
 
 def import_annotation(path: str | Path) -> tuple[list[GoldItem], list[RowError]]:

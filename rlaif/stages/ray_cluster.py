@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -158,25 +158,17 @@ def stop_stale_local_rays(root: Path) -> list[str]:
             continue
         procs = _session_processes(owner_file.parent)
         for proc in procs:
-            with _quiet(psutil.Error):
+            with suppress(psutil.Error):
                 proc.terminate()
         _, left = psutil.wait_procs(procs, timeout=5)
         for proc in left:
-            with _quiet(psutil.Error):
+            with suppress(psutil.Error):
                 proc.kill()
         owner_file.unlink(missing_ok=True)
         if procs:
             said.append(f"stopped a local Ray left running by an earlier rlaif (pid {owner.get('pid')}, killed before it "
                         f"could stop it): {len(procs)} processes of {owner_file.parent.name}")
     return said
-
-
-@contextmanager
-def _quiet(*errors: type[BaseException]) -> Iterator[None]:
-    try:
-        yield
-    except errors:
-        pass
 
 
 def _resources() -> tuple[float, float]:
